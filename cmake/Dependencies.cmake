@@ -1,0 +1,37 @@
+# Every dependency is a Debian 12 package; a missing one stops configuration
+# with the name of the package to install.
+find_package(PkgConfig)
+
+function(vim_require_header header package)
+  find_path(_vim_found_${package} ${header})
+  if(NOT _vim_found_${package})
+    message(FATAL_ERROR "${header} not found: apt-get install ${package}")
+  endif()
+endfunction()
+
+function(vim_require_pkg target module package)
+  if(NOT PKG_CONFIG_FOUND)
+    message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config")
+  endif()
+  pkg_check_modules(${target} QUIET IMPORTED_TARGET GLOBAL ${module})
+  if(NOT ${target}_FOUND)
+    message(FATAL_ERROR "${module} not found: apt-get install ${package}")
+  endif()
+endfunction()
+
+function(vim_require_cmake_package name package)
+  find_package(${name} CONFIG QUIET)
+  if(NOT ${name}_FOUND)
+    message(FATAL_ERROR "CMake package ${name} not found: apt-get install ${package}")
+  endif()
+endfunction()
+
+vim_require_header(linux/kvm.h linux-libc-dev)
+vim_require_pkg(liburing liburing liburing-dev)
+vim_require_pkg(libnl libnl-3.0 libnl-3-dev)
+vim_require_pkg(libnl_route libnl-route-3.0 libnl-route-3-dev)
+vim_require_cmake_package(GTest "libgtest-dev libgmock-dev")
+vim_require_cmake_package(benchmark libbenchmark-dev)
+find_package(Threads REQUIRED)
+vim_require_cmake_package(nlohmann_json nlohmann-json3-dev)
+vim_require_cmake_package(CLI11 libcli11-dev)

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vmm/kvm/capabilities.h"
+#include "vmm/kvm/vm.h"
+#include "vmm/kvm/x86_state.h"
+#include "vmm/sys/fd.h"
+
+namespace vmm::kvm {
+
+// The KVM system fd: the only way to make a VM.
+class Kvm {
+public:
+    // Opens `device`, checks the API version and every required capability;
+    // throws naming the first one missing.
+    static Kvm open(const std::string& device = "/dev/kvm");
+
+    Kvm(Kvm&&) noexcept = default;
+    Kvm& operator=(Kvm&&) noexcept = default;
+
+    // KVM_CHECK_EXTENSION: 0 when absent, else 1 or a capability-specific value.
+    int check_extension(int capability) const;
+    std::vector<CapabilityStatus> capability_report() const;
+
+    // Turns on manual dirty-log clearing, so dirty_log() reads without clearing.
+    KvmVm create_vm();
+
+    std::vector<CpuidEntry> supported_cpuid() const;
+    // The most vCPUs one VM may have.
+    int max_vcpus() const;
+
+private:
+    explicit Kvm(sys::Fd fd) noexcept : fd_(std::move(fd)) {}
+
+    sys::Fd fd_;
+};
+
+}  // namespace vmm::kvm

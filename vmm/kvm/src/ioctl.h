@@ -1,0 +1,73 @@
+#pragma once
+
+// Private to the KVM layer: the one place ioctls are issued.
+
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <string>
+
+#include "vmm/sys/error.h"
+
+namespace vmm::kvm::detail {
+
+// ioctl() that throws std::system_error("<what>: <strerror>") on failure.
+template <typename Arg>
+int ioctl_or_throw(int fd, unsigned long request, Arg arg, const char* what) {
+    int result;
+    do {
+        result = ::ioctl(fd, request, arg);
+    } while (result < 0 && errno == EINTR);
+    if (result < 0) {
+        sys::throw_errno(what);
+    }
+    return result;
+}
+
+}  // namespace vmm::kvm::detail
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace vmm::kvm::detail {
+
+// kvm_cpuid2 and kvm_msrs are an 8-byte header {count, padding} followed by
+// an array. <linux/kvm.h> spells the array with __DECLARE_FLEX_ARRAY, which in
+// C++ inserts an empty struct: the header grows to 12 bytes, the array moves,
+// and the ioctl numbers (which encode the size) stop matching the kernel's.
+// So the C layout is built by hand here, and the numbers computed from it.
+struct FlexibleArrayHeader {
+    std::uint32_t count;
+    std::uint32_t padding;
+};
+static_assert(sizeof(FlexibleArrayHeader) == 8);
+
+inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexibleArrayHeader);
+inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexibleArrayHeader);
+inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexibleArrayHeader);
+inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexibleArrayHeader);
+
+template <typename Entry>
+class FlexibleArray {
+public:
+    explicit FlexibleArray(std::size_t count)
+        : storage_((sizeof(FlexibleArrayHeader) + count * sizeof(Entry) + 7) / 8) {
+        static_assert(alignof(Entry) <= 8);
+        header()->count = static_cast<std::uint32_t>(count);
+    }
+
+    void* data() { return storage_.data(); }
+    FlexibleArrayHeader* header() { return reinterpret_cast<FlexibleArrayHeader*>(storage_.data()); }
+    Entry* entries() {
+        return reinterpret_cast<Entry*>(reinterpret_cast<std::uint8_t*>(storage_.data()) +
+                                        sizeof(FlexibleArrayHeader));
+    }
+
+private:
+    std::vector<std::uint64_t> storage_;  // zero-filled: KVM rejects non-zero padding
+};
+
+}  // namespace vmm::kvm::detail

@@ -1,0 +1,78 @@
+#include "vmm/kvm/kvm.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "ioctl.h"
+
+namespace vmm::kvm {
+
+Kvm Kvm::open(const std::string& device) {
+    sys::Fd fd(::open(device.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) {
+        sys::throw_errno("open " + device);
+    }
+    int version = detail::ioctl_or_throw(fd.get(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+    if (version != KVM_API_VERSION) {
+        throw std::runtime_error(device + ": KVM API version " + std::to_string(version) +
+                                 ", expected " + std::to_string(KVM_API_VERSION));
+    }
+    Kvm kvm(std::move(fd));
+    require_capabilities(kvm.capability_report());
+    return kvm;
+}
+
+int Kvm::check_extension(int capability) const {
+    int value = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
+    return value < 0 ? 0 : value;
+}
+
+std::vector<CapabilityStatus> Kvm::capability_report() const {
+    return kvm::capability_report([this](int capability) { return check_extension(capability); });
+}
+
+KvmVm Kvm::create_vm() {
+    int vm_fd;
+    // KVM_CREATE_VM can fail with EINTR while the kernel sets up the MMU.
+    do {
+        vm_fd = ::ioctl(fd_.get(), KVM_CREATE_VM, 0);
+    } while (vm_fd < 0 && errno == EINTR);
+    if (vm_fd < 0) {
+        sys::throw_errno("KVM_CREATE_VM");
+    }
+    sys::Fd vm(vm_fd);
+    int run_size = detail::ioctl_or_throw(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE");
+
+    kvm_enable_cap manual_clear{};
+    manual_clear.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+    manual_clear.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+    detail::ioctl_or_throw(vm.get(), KVM_ENABLE_CAP, &manual_clear,
+                           "KVM_ENABLE_CAP KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+    return KvmVm(std::move(vm), static_cast<std::size_t>(run_size));
+}
+
+std::vector<CpuidEntry> Kvm::supported_cpuid() const {
+    // Grow the buffer until KVM stops answering E2BIG.
+    for (std::size_t capacity = 128;; capacity *= 2) {
+        detail::FlexibleArray<kvm_cpuid_entry2> cpuid(capacity);
+        if (::ioctl(fd_.get(), detail::kGetSupportedCpuid, cpuid.data()) == 0) {
+            std::vector<CpuidEntry> entries(cpuid.header()->count);
+            std::memcpy(entries.data(), cpuid.entries(), entries.size() * sizeof(kvm_cpuid_entry2));
+            return entries;
+        }
+        if (errno != E2BIG || capacity > 4096) {
+            sys::throw_errno("KVM_GET_SUPPORTED_CPUID");
+        }
+    }
+}
+
+int Kvm::max_vcpus() const {
+    int max = check_extension(KVM_CAP_MAX_VCPUS);
+    return max > 0 ? max : check_extension(KVM_CAP_NR_VCPUS);
+}
+
+}  // namespace vmm::kvm

@@ -1,0 +1,147 @@
+#include "vmm/memory/guest_memory.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "vmm/sys/error.h"
+
+namespace vmm::memory {
+namespace {
+
+std::string hex(std::uint64_t value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+std::size_t bitmap_words(std::uint64_t size) { return (size / kPageSize + 63) / 64; }
+
+}  // namespace
+
+GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
+    GuestMemory memory;
+    std::uint64_t total = 0;
+    for (const RegionLayout& region : layout) {
+        if (region.size == 0 || region.size % kPageSize != 0 || region.start % kPageSize != 0) {
+            throw std::invalid_argument("guest memory region at " + hex(region.start) + " of size " +
+                                        hex(region.size) + " is not page-aligned");
+        }
+        total += region.size;
+    }
+    memory.memfd_ = sys::Fd(::memfd_create("guest-ram", MFD_CLOEXEC));
+    if (!memory.memfd_) {
+        sys::throw_errno("memfd_create guest-ram");
+    }
+    if (::ftruncate(memory.memfd_.get(), static_cast<off_t>(total)) != 0) {
+        sys::throw_errno("ftruncate guest-ram to " + std::to_string(total) + " bytes");
+    }
+    std::uint64_t offset = 0;
+    for (const RegionLayout& region : layout) {
+        auto mapping = sys::Mapping::map("guest RAM", region.size, PROT_READ | PROT_WRITE,
+                                         MAP_SHARED | MAP_NORESERVE, memory.memfd_.get(),
+                                         static_cast<long>(offset));
+        memory.regions_.push_back({region.start, region.size, mapping.data()});
+        memory.mappings_.push_back(std::move(mapping));
+        offset += region.size;
+    }
+    memory.init_dirty_bitmaps();
+    return memory;
+}
+
+GuestMemory GuestMemory::over(std::vector<Region> regions) {
+    GuestMemory memory;
+    memory.regions_ = std::move(regions);
+    memory.init_dirty_bitmaps();
+    return memory;
+}
+
+void GuestMemory::init_dirty_bitmaps() {
+    std::sort(regions_.begin(), regions_.end(),
+              [](const Region& a, const Region& b) { return a.start < b.start; });
+    for (std::size_t i = 1; i < regions_.size(); ++i) {
+        if (regions_[i - 1].start + regions_[i - 1].size > regions_[i].start) {
+            throw std::invalid_argument("guest memory regions at " + hex(regions_[i - 1].start) +
+                                        " and " + hex(regions_[i].start) + " overlap");
+        }
+    }
+    for (const Region& region : regions_) {
+        std::size_t words = bitmap_words(region.size);
+        auto bitmap = std::make_unique<std::atomic<std::uint64_t>[]>(words);
+        for (std::size_t i = 0; i < words; ++i) {
+            bitmap[i].store(0, std::memory_order_relaxed);
+        }
+        dirty_.push_back(std::move(bitmap));
+    }
+}
+
+std::uint64_t GuestMemory::total_size() const noexcept {
+    std::uint64_t total = 0;
+    for (const Region& region : regions_) {
+        total += region.size;
+    }
+    return total;
+}
+
+const Region& GuestMemory::region_for(GuestAddress address, std::uint64_t length) const {
+    for (const Region& region : regions_) {
+        if (region.contains(address, length)) {
+            return region;
+        }
+    }
+    throw GuestMemoryError("guest range " + hex(address) + "+" + hex(length) + " is not in guest RAM");
+}
+
+std::span<const std::uint8_t> GuestMemory::read_span(GuestAddress address, std::uint64_t length) const {
+    const Region& region = region_for(address, length);
+    return {region.host + (address - region.start), length};
+}
+
+std::span<std::uint8_t> GuestMemory::write_span(GuestAddress address, std::uint64_t length) {
+    const Region& region = region_for(address, length);
+    mark_dirty(address, length);
+    return {region.host + (address - region.start), length};
+}
+
+void GuestMemory::read(GuestAddress address, std::span<std::uint8_t> out) const {
+    auto source = read_span(address, out.size());
+    std::memcpy(out.data(), source.data(), out.size());
+}
+
+void GuestMemory::write(GuestAddress address, std::span<const std::uint8_t> data) {
+    auto target = write_span(address, data.size());
+    std::memcpy(target.data(), data.data(), data.size());
+}
+
+void GuestMemory::mark_dirty(GuestAddress address, std::uint64_t length) {
+    if (length == 0) {
+        return;
+    }
+    for (std::size_t i = 0; i < regions_.size(); ++i) {
+        const Region& region = regions_[i];
+        if (!region.contains(address, length)) {
+            continue;
+        }
+        std::uint64_t first = (address - region.start) / kPageSize;
+        std::uint64_t last = (address - region.start + length - 1) / kPageSize;
+        for (std::uint64_t page = first; page <= last; ++page) {
+            dirty_[i][page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
+        }
+        return;
+    }
+    throw GuestMemoryError("guest range " + hex(address) + "+" + hex(length) + " is not in guest RAM");
+}
+
+std::vector<std::uint64_t> GuestMemory::take_dirty_pages(std::size_t index) {
+    const Region& region = regions_.at(index);
+    std::vector<std::uint64_t> pages(bitmap_words(region.size));
+    for (std::size_t word = 0; word < pages.size(); ++word) {
+        pages[word] = dirty_[index][word].exchange(0, std::memory_order_relaxed);
+    }
+    return pages;
+}
+
+}  // namespace vmm::memory

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <string>
+
+namespace vmm::sys {
+
+// Throws std::system_error for the current errno; its what() reads
+// "<context>: <strerror>", e.g. "open /dev/kvm: Permission denied".
+[[noreturn]] void throw_errno(const std::string& context);
+[[noreturn]] void throw_errno(const std::string& context, int error);
+
+}  // namespace vmm::sys

@@ -1,0 +1,14 @@
+#include "vmm/sys/error.h"
+
+#include <cerrno>
+#include <system_error>
+
+namespace vmm::sys {
+
+void throw_errno(const std::string& context) { throw_errno(context, errno); }
+
+void throw_errno(const std::string& context, int error) {
+    throw std::system_error(error, std::generic_category(), context);
+}
+
+}  // namespace vmm::sys
