@@ -8,4 +8,4 @@ cd "$root"
 
 scripts/install-deps.sh
 scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release
-tests/kvm-sandbox/kvm-run -- build/release/bench/kvm_exit_bench --benchmark_counters_tabular=true
+tests/kvm-sandbox/kvm-run -- build/release/bench/kvm_exit_bench --benchmark_counters_tabular=true --benchmark_color=false
