@@ -1,0 +1,340 @@
+#include "vmm/boot/linux_loader.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <glob.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "fake_bzimage.h"
+#include "vmm/boot/layout.h"
+#include "vmm/boot/memory_map.h"
+
+namespace vmm::boot {
+namespace {
+
+using ::testing::StrEq;
+using ::testing::ThrowsMessage;
+using testing::FakeBzImage;
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+std::vector<std::uint8_t> pattern(std::size_t size, std::uint8_t seed) {
+    std::vector<std::uint8_t> bytes(size);
+    for (std::size_t i = 0; i < size; ++i) {
+        bytes[i] = static_cast<std::uint8_t>(i * 13 + seed);
+    }
+    return bytes;
+}
+
+// 16 MiB of guest RAM from address 0, over a plain buffer.
+class LinuxLoader : public ::testing::Test {
+protected:
+    LinuxLoader() : buffer_(16 * kMiB), memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
+
+    BzImage kernel(const FakeBzImage& fake = {}) { return BzImage::parse(fake.bytes(), "/k"); }
+
+    template <typename T>
+    T boot_param(std::size_t offset) {
+        return memory_.read_object<T>(layout::kBootParamsAddress + offset);
+    }
+
+    bool untouched(std::uint64_t address, std::size_t length) {
+        return std::all_of(buffer_.begin() + address, buffer_.begin() + address + length,
+                           [](std::uint8_t byte) { return byte == 0; });
+    }
+
+    std::vector<std::uint8_t> buffer_;
+    memory::GuestMemory memory_;
+};
+
+TEST_F(LinuxLoader, LoadsKernelCommandLineAndInitrd) {
+    const FakeBzImage fake;
+    const BzImage image = kernel(fake);
+    const std::vector<std::uint8_t> initrd = pattern(5000, 1);
+    const BootInfo info = load_linux(memory_, image, initrd, "console=ttyS0 reboot=k");
+
+    EXPECT_EQ(info.entry_point, 0x100200u);
+    EXPECT_EQ(info.boot_params_address, layout::kBootParamsAddress);
+    // Relocatable, 2 MiB aligned: decompressed at 2 MiB, init_size 1 MiB.
+    EXPECT_EQ(info.kernel_end, 0x300000u);
+    EXPECT_EQ(info.initrd_address, 16 * kMiB - 0x2000);
+    EXPECT_EQ(info.initrd_size, 5000u);
+
+    const auto loaded = memory_.read_span(layout::kKernelLoadAddress, image.kernel().size());
+    EXPECT_TRUE(std::equal(loaded.begin(), loaded.end(), image.kernel().begin()));
+    const auto cmdline = memory_.read_span(layout::kCmdlineAddress, 23);
+    EXPECT_EQ(std::string(cmdline.begin(), cmdline.end()), std::string("console=ttyS0 reboot=k", 23));
+    const auto placed = memory_.read_span(info.initrd_address, initrd.size());
+    EXPECT_TRUE(std::equal(placed.begin(), placed.end(), initrd.begin()));
+}
+
+TEST_F(LinuxLoader, FillsBootParams) {
+    const BootInfo info = load_linux(memory_, kernel(), pattern(5000, 1), "console=ttyS0");
+
+    // The setup header as the image has it...
+    EXPECT_EQ(boot_param<std::uint16_t>(0x1fe), 0xaa55);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x202), 0x53726448u);
+    EXPECT_EQ(boot_param<std::uint16_t>(0x206), 0x020f);
+    EXPECT_EQ(boot_param<std::uint64_t>(0x258), 0x200000u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x238), 255u);
+    // ...up to its end at 0x26c and no further.
+    EXPECT_TRUE(untouched(layout::kBootParamsAddress + 0x26c, 0x290 - 0x26c));
+    // ...and what the loader fills in.
+    EXPECT_EQ(boot_param<std::uint8_t>(0x210), 0xff);
+    EXPECT_EQ(boot_param<std::uint8_t>(0x211), 0x01);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x228), layout::kCmdlineAddress);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c8), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x218), info.initrd_address);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 5000u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c0), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c4), 0u);
+    EXPECT_EQ(boot_param<std::uint64_t>(0x070), layout::kAcpiRsdpAddress);
+
+    ASSERT_EQ(boot_param<std::uint8_t>(0x1e8), 3);
+    const std::uint64_t expected[3][3] = {
+        {0, 0x9fc00, 1}, {0x9fc00, 0x60400, 2}, {0x100000, 15 * kMiB, 1}};
+    for (std::size_t i = 0; i < 3; ++i) {
+        const std::size_t entry = 0x2d0 + i * 20;
+        EXPECT_EQ(boot_param<std::uint64_t>(entry), expected[i][0]) << "entry " << i;
+        EXPECT_EQ(boot_param<std::uint64_t>(entry + 8), expected[i][1]) << "entry " << i;
+        EXPECT_EQ(boot_param<std::uint32_t>(entry + 16), expected[i][2]) << "entry " << i;
+    }
+}
+
+TEST_F(LinuxLoader, WritesTheLongModeTables) {
+    load_linux(memory_, kernel(), {}, "");
+    EXPECT_EQ(memory_.read_object<std::uint64_t>(layout::kPml4Address), layout::kPdptAddress | 0x3);
+    EXPECT_EQ(memory_.read_object<std::uint64_t>(layout::kGdtAddress + 0x10), 0x00af9b000000ffffu);
+}
+
+TEST_F(LinuxLoader, WithoutInitrdLeavesRamdiskFieldsZero) {
+    const BootInfo info = load_linux(memory_, kernel(), {}, "");
+    EXPECT_EQ(info.initrd_address, 0u);
+    EXPECT_EQ(info.initrd_size, 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x218), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 0u);
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
+}
+
+TEST_F(LinuxLoader, ClearsCanUseHeapBecauseTheSetupCodeDoesNotRun) {
+    FakeBzImage fake;
+    fake.loadflags = 0x81;
+    load_linux(memory_, kernel(fake), {}, "");
+    EXPECT_EQ(boot_param<std::uint8_t>(0x211), 0x01);
+}
+
+TEST_F(LinuxLoader, GivesTheRsdpAddressOnlyToProtocol214AndLater) {
+    FakeBzImage fake;
+    fake.version = 0x020d;
+    load_linux(memory_, kernel(fake), {}, "");
+    EXPECT_EQ(boot_param<std::uint64_t>(0x070), 0u);
+}
+
+TEST_F(LinuxLoader, KeepsTheInitrdBelowInitrdAddrMax) {
+    FakeBzImage fake;
+    fake.initrd_addr_max = 0x9fffff;
+    const BootInfo info = load_linux(memory_, kernel(fake), pattern(5000, 2), "");
+    EXPECT_EQ(info.initrd_address, 0x9fe000u);
+}
+
+TEST_F(LinuxLoader, NonRelocatableKernelRunsAtPrefAddress) {
+    FakeBzImage fake;
+    fake.relocatable = 0;
+    fake.pref_address = 0x400000;
+    const BootInfo info = load_linux(memory_, kernel(fake), {}, "");
+    EXPECT_EQ(info.kernel_end, 0x500000u);
+}
+
+TEST_F(LinuxLoader, RejectsAnInitrdThatDoesNotFitAndWritesNothing) {
+    EXPECT_THAT([&] { load_linux(memory_, kernel(), std::vector<std::uint8_t>(14 * kMiB), ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("initrd of 14680064 bytes does not fit between the kernel's end at 0x300000 and "
+                          "0x1000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+    EXPECT_TRUE(untouched(layout::kKernelLoadAddress, 0x3000));
+    EXPECT_TRUE(untouched(layout::kBootParamsAddress, 0x1000));
+}
+
+TEST_F(LinuxLoader, RejectsACommandLineLongerThanTheKernelAccepts) {
+    EXPECT_THAT([&] { load_linux(memory_, kernel(), {}, std::string(256, 'a')); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("command line of 256 bytes is longer than the 255 bytes kernel /k accepts")));
+    EXPECT_TRUE(untouched(layout::kCmdlineAddress, 0x1000));
+    load_linux(memory_, kernel(), {}, std::string(255, 'a'));
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress + 254), 'a');
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress + 255), 0);
+}
+
+TEST_F(LinuxLoader, RejectsACommandLineLongerThanItsArea) {
+    FakeBzImage fake;
+    fake.cmdline_size = 0x100000;
+    EXPECT_THAT([&] { load_linux(memory_, kernel(fake), {}, std::string(layout::kCmdlineMaxSize, 'a')); },
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "command line of 65536 bytes and its NUL do not fit the 65536 bytes reserved for it")));
+}
+
+TEST_F(LinuxLoader, RejectsACommandLineWithANul) {
+    EXPECT_THAT([&] { load_linux(memory_, kernel(), {}, std::string("ro\0quiet", 8)); },
+                ThrowsMessage<std::invalid_argument>(StrEq("command line has a NUL byte at offset 2")));
+}
+
+TEST_F(LinuxLoader, RejectsAKernelThatNeedsMoreRam) {
+    FakeBzImage fake;
+    fake.init_size = 16 * kMiB;
+    EXPECT_THAT([&] { load_linux(memory_, kernel(fake), {}, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel /k: needs guest RAM up to 0x1200000 (init_size 0x1000000 from 0x200000), "
+                          "but RAM below 4 GiB ends at 0x1000000")));
+}
+
+TEST_F(LinuxLoader, RejectsAPrefAddressBeyondRam) {
+    FakeBzImage fake;
+    fake.pref_address = 0xfffffffffff00000;
+    EXPECT_THAT([&] { load_linux(memory_, kernel(fake), {}, ""); },
+                ThrowsMessage<std::invalid_argument>(::testing::HasSubstr(
+                    "(init_size 0x100000 from 0xfffffffffff00000), but RAM below 4 GiB ends at 0x1000000")));
+}
+
+TEST_F(LinuxLoader, RejectsAKernelLargerThanRam) {
+    FakeBzImage fake;
+    fake.kernel_size = 16 * kMiB;
+    EXPECT_THAT([&] { load_linux(memory_, kernel(fake), {}, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel /k: 16777216 bytes loaded at 0x100000 run past the end of RAM below 4 GiB at "
+                          "0x1000000")));
+}
+
+TEST(LinuxLoaderRam, RejectsRamWithoutTheKernelLoadAddress) {
+    std::vector<std::uint8_t> buffer(512 * 1024);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    EXPECT_THAT([&] { load_linux(memory, BzImage::parse(FakeBzImage{}.bytes(), "/k"), {}, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("guest RAM does not contain the kernel load address 0x100000")));
+}
+
+TEST(PlaceInitrd, GoesAsHighAsAllowedPageAligned) {
+    // 5 GiB of RAM: the region below the hole ends at 3 GiB.
+    EXPECT_EQ(place_initrd(64 * kMiB, 80 * kMiB, 0x7fffffff, 3 * kGiB), 2 * kGiB - 64 * kMiB);
+    EXPECT_EQ(place_initrd(64 * kMiB, 80 * kMiB, 0xffffffff, 3 * kGiB), 3 * kGiB - 64 * kMiB);
+    EXPECT_EQ(place_initrd(5000, 80 * kMiB, 0xffffffff, 3 * kGiB), 3 * kGiB - 0x2000);
+    // 512 MiB of RAM ends below initrd_addr_max.
+    EXPECT_EQ(place_initrd(30 * kMiB, 80 * kMiB, 0x7fffffff, 512 * kMiB), 482 * kMiB);
+}
+
+TEST(PlaceInitrd, FitsExactlyBetweenKernelEndAndLimit) {
+    EXPECT_EQ(place_initrd(0x1000, 0x1000, 0x1fff, 1 * kGiB), 0x1000u);
+    // The kernel's end is rounded up to a page.
+    EXPECT_EQ(place_initrd(0x1000, 0x1001, 0x2fff, 1 * kGiB), 0x2000u);
+}
+
+TEST(PlaceInitrd, RejectsWhatDoesNotFit) {
+    EXPECT_THAT([] { place_initrd(0x1001, 0x1000, 0x1fff, 1 * kGiB); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("initrd of 4097 bytes does not fit between the kernel's end at 0x1000 and 0x2000 "
+                          "(the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+    EXPECT_THAT([] { place_initrd(0x1000, 0x1001, 0x1fff, 1 * kGiB); },
+                ThrowsMessage<std::invalid_argument>(::testing::HasSubstr("does not fit")));
+    EXPECT_THAT([] { place_initrd(4 * kGiB, 0x1000, 0xffffffff, 3 * kGiB); },
+                ThrowsMessage<std::invalid_argument>(::testing::HasSubstr("does not fit")));
+}
+
+class LoadFromFiles : public ::testing::Test {
+protected:
+    ~LoadFromFiles() override {
+        for (const std::string& path : paths_) {
+            std::filesystem::remove(path);
+        }
+    }
+
+    std::string write_file(const std::string& name, const std::vector<std::uint8_t>& bytes) {
+        const std::string path = (std::filesystem::temp_directory_path() /
+                                  ("boot_unit_tests_" + std::to_string(::getpid()) + "_" + name))
+                                     .string();
+        FILE* file = std::fopen(path.c_str(), "wb");
+        EXPECT_NE(file, nullptr);
+        if (!bytes.empty()) {
+            EXPECT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), file), bytes.size());
+        }
+        std::fclose(file);
+        paths_.push_back(path);
+        return path;
+    }
+
+    std::vector<std::string> paths_;
+};
+
+TEST_F(LoadFromFiles, ReadsKernelAndInitrd) {
+    std::vector<std::uint8_t> buffer(16 * kMiB);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    const std::string kernel = write_file("kernel", FakeBzImage{}.bytes());
+    const std::vector<std::uint8_t> initrd_bytes = pattern(10000, 5);
+    const std::string initrd = write_file("initrd", initrd_bytes);
+
+    const BootInfo info = load_linux(memory, kernel, initrd, "quiet");
+    EXPECT_EQ(info.initrd_address, 16 * kMiB - 0x3000);
+    EXPECT_EQ(info.initrd_size, 10000u);
+    const auto placed = memory.read_span(info.initrd_address, initrd_bytes.size());
+    EXPECT_TRUE(std::equal(placed.begin(), placed.end(), initrd_bytes.begin()));
+}
+
+TEST_F(LoadFromFiles, NamesTheInitrdThatFails) {
+    std::vector<std::uint8_t> buffer(16 * kMiB);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    const std::string kernel = write_file("kernel", FakeBzImage{}.bytes());
+    EXPECT_THAT([&] { load_linux(memory, kernel, "/nonexistent/initrd", ""); },
+                ThrowsMessage<std::system_error>(StrEq("open initrd /nonexistent/initrd: No such file or directory")));
+    const std::string empty = write_file("empty", {});
+    EXPECT_THAT([&] { load_linux(memory, kernel, empty, ""); },
+                ThrowsMessage<std::invalid_argument>(StrEq("initrd " + empty + ": empty file")));
+    const std::string huge = write_file("huge", std::vector<std::uint8_t>(14 * kMiB));
+    EXPECT_THAT([&] { load_linux(memory, kernel, huge, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("initrd " + huge + ": initrd of 14680064 bytes does not fit between the kernel's end at "
+                          "0x300000 and 0x1000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+}
+
+std::string first_match(const char* pattern) {
+    glob_t found{};
+    std::string path;
+    if (::glob(pattern, 0, nullptr, &found) == 0 && found.gl_pathc > 0) {
+        path = found.gl_pathv[0];
+    }
+    ::globfree(&found);
+    return path;
+}
+
+TEST(LoadDistributionKernel, LoadsTheHostsKernelAndInitrd) {
+    const std::string kernel = first_match("/boot/vmlinuz-*");
+    if (kernel.empty()) {
+        GTEST_SKIP() << "no /boot/vmlinuz-* on this machine";
+    }
+    std::string initrd = first_match("/boot/initrd.img-*");
+    if (!initrd.empty() && ::access(initrd.c_str(), R_OK) != 0) {
+        initrd.clear();
+    }
+    // memfd-backed and touched only where written, so 256 MiB costs little.
+    memory::GuestMemory memory = memory::GuestMemory::allocate(ram_layout(256 * kMiB));
+    const BootInfo info = load_linux(memory, kernel, initrd, "console=ttyS0");
+
+    EXPECT_EQ(info.entry_point, layout::kKernelLoadAddress + 0x200);
+    EXPECT_GT(info.kernel_end, 16 * kMiB);
+    EXPECT_EQ(memory.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x202), 0x53726448u);
+    EXPECT_EQ(memory.read_object<std::uint8_t>(layout::kBootParamsAddress + 0x1e8), 3);
+    if (!initrd.empty()) {
+        EXPECT_EQ(info.initrd_size, std::filesystem::file_size(initrd));
+        EXPECT_GE(info.initrd_address, info.kernel_end);
+        EXPECT_LE(info.initrd_address + info.initrd_size, 256 * kMiB);
+        EXPECT_EQ(info.initrd_address % 4096, 0u);
+    }
+}
+
+}  // namespace
+}  // namespace vmm::boot

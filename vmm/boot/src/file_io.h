@@ -1,0 +1,21 @@
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vmm/sys/fd.h"
+
+namespace vmm::boot::detail {
+
+// `what` names the file's role ("kernel", "initrd") in error messages, which
+// read "<step> <what> <path>: <strerror>".
+sys::Fd open_for_reading(const std::string& what, const std::string& path);
+std::uint64_t file_size(const sys::Fd& fd, const std::string& what, const std::string& path);
+// Reads the first out.size() bytes of the file.
+void read_exact(const sys::Fd& fd, std::span<std::uint8_t> out, const std::string& what,
+                const std::string& path);
+std::vector<std::uint8_t> read_whole_file(const std::string& what, const std::string& path);
+
+}  // namespace vmm::boot::detail
