@@ -1,0 +1,417 @@
+#include "vmm/acpi/tables.h"
+
+#include <cstdio>
+#include <numeric>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vmm/boot/layout.h"
+
+namespace vmm::acpi {
+namespace {
+
+namespace layout = boot::layout;
+
+// Identification every table carries in its header.
+constexpr std::string_view kOemId = "VIMVMM";        // 6 bytes
+constexpr std::string_view kOemTableId = "VIMVMM  ";  // 8 bytes
+constexpr std::string_view kCreatorId = "VIMV";       // 4 bytes
+constexpr std::uint32_t kOemRevision = 1;
+constexpr std::uint32_t kCreatorRevision = 1;
+
+// System description table header: signature, length, revision, checksum, ...
+constexpr std::size_t kLengthOffset = 4;
+constexpr std::size_t kChecksumOffset = 9;
+
+// Table revisions of ACPI 6.5 (FADT 6.5, MADT 5); DSDT revision 2 makes AML
+// integers 64-bit.
+constexpr std::uint8_t kXsdtRevision = 1;
+constexpr std::uint8_t kFadtRevision = 6;
+constexpr std::uint8_t kFadtMinorRevision = 5;
+constexpr std::uint8_t kDsdtRevision = 2;
+constexpr std::uint8_t kMadtRevision = 5;
+
+constexpr std::uint8_t kRsdpRevision = 2;
+constexpr std::uint32_t kRsdpSize = 36;
+// The ACPI 1.0 checksum covers only the first 20 bytes of the RSDP.
+constexpr std::size_t kRsdpV1Size = 20;
+constexpr std::size_t kRsdpChecksumOffset = 8;
+constexpr std::size_t kRsdpExtendedChecksumOffset = 32;
+
+constexpr std::uint32_t kFacsSize = 64;
+constexpr std::uint64_t kFacsAlignment = 64;
+constexpr std::uint8_t kFacsVersion = 2;
+constexpr std::uint64_t kTableAlignment = 16;
+
+// Generic Address Structure fields.
+constexpr std::uint8_t kAddressSpaceSystemIo = 1;
+constexpr std::uint8_t kAccessSizeWord = 2;
+constexpr std::size_t kGenericAddressSize = 12;
+
+constexpr std::uint8_t kPm1EventLength = 4;    // PM1 status + PM1 enable, 16 bits each
+constexpr std::uint8_t kPm1ControlLength = 2;
+
+// FADT Flags. PWR_BUTTON (bit 4) stays clear: the power button is the
+// fixed-hardware one in PM1 (PWRBTN_STS/PWRBTN_EN, raising the SCI), which
+// the VMM's PM1 event block emulates so the host can ask for a graceful
+// shutdown without any AML.
+constexpr std::uint32_t kFadtWbinvd = 1u << 0;
+// Set: there is no fixed-hardware sleep button (and no control-method one).
+constexpr std::uint32_t kFadtSleepButtonNotFixed = 1u << 5;
+// IAPC_BOOT_ARCH: without this bit Linux marks the i8042 absent and never
+// probes it, losing keyboard reset and Ctrl-Alt-Del.
+constexpr std::uint16_t kBootArch8042 = 1u << 1;
+// Latencies above these limits say the C2 / C3 states do not exist.
+constexpr std::uint16_t kNoC2Latency = 101;
+constexpr std::uint16_t kNoC3Latency = 1001;
+
+// MADT.
+constexpr std::uint32_t kMadtPcatCompat = 1u << 0;  // there are 8259s to mask
+constexpr std::uint8_t kMadtLocalApic = 0;
+constexpr std::uint8_t kMadtIoApic = 1;
+constexpr std::uint8_t kMadtInterruptOverride = 2;
+constexpr std::uint8_t kMadtLocalApicNmi = 4;
+constexpr std::uint8_t kMadtLocalApicLength = 8;
+constexpr std::uint8_t kMadtIoApicLength = 12;
+constexpr std::uint8_t kMadtInterruptOverrideLength = 10;
+constexpr std::uint8_t kMadtLocalApicNmiLength = 6;
+constexpr std::uint32_t kLocalApicEnabled = 1u << 0;
+constexpr std::uint8_t kBusIsa = 0;
+// MPS INTI flags: polarity in bits 1:0, trigger mode in bits 3:2.
+constexpr std::uint16_t kIntiConforming = 0;
+constexpr std::uint16_t kIntiActiveHighLevel = 0b01 | (0b11 << 2);
+constexpr std::uint8_t kAllProcessors = 0xff;
+constexpr std::uint8_t kLint1 = 1;
+
+// AML opcodes (ACPI spec, section 20).
+constexpr std::uint8_t kAmlNameOp = 0x08;
+constexpr std::uint8_t kAmlPackageOp = 0x12;
+constexpr std::uint8_t kAmlBytePrefix = 0x0a;
+// A PkgLength below 64 fits in one byte whose top two bits are zero.
+constexpr std::size_t kAmlMaxOneBytePkgLength = 63;
+
+static_assert(layout::kAcpiRsdpAddress % 16 == 0, "Linux scans for the RSDP on 16-byte boundaries");
+static_assert(layout::kAcpiRsdpAddress + kRsdpSize <= layout::kAcpiTablesAddress,
+              "the RSDP overlaps the tables");
+static_assert(layout::kLapicAddress <= UINT32_MAX && layout::kIoapicAddress <= UINT32_MAX,
+              "the MADT holds 32-bit APIC addresses");
+static_assert(layout::kBiosAreaEnd <= UINT32_MAX, "FADT's 32-bit pointers must reach the tables");
+
+std::string hex(std::uint64_t value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+// Little-endian byte appender: ACPI tables are little-endian.
+class Bytes {
+public:
+    void u8(std::uint8_t value) { data_.push_back(value); }
+    void u16(std::uint16_t value) { put(value, 2); }
+    void u32(std::uint32_t value) { put(value, 4); }
+    void u64(std::uint64_t value) { put(value, 8); }
+    void text(std::string_view text) { data_.insert(data_.end(), text.begin(), text.end()); }
+    void zeros(std::size_t count) { data_.insert(data_.end(), count, 0); }
+    void append(std::span<const std::uint8_t> bytes) {
+        data_.insert(data_.end(), bytes.begin(), bytes.end());
+    }
+
+    void set_u32(std::size_t offset, std::uint32_t value) {
+        for (std::size_t i = 0; i < 4; ++i) {
+            data_.at(offset + i) = static_cast<std::uint8_t>(value >> (8 * i));
+        }
+    }
+    std::vector<std::uint8_t>& data() { return data_; }
+
+private:
+    void put(std::uint64_t value, std::size_t size) {
+        for (std::size_t i = 0; i < size; ++i) {
+            data_.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+        }
+    }
+
+    std::vector<std::uint8_t> data_;
+};
+
+// The byte that makes all of `bytes` sum to zero (mod 256) when it replaces
+// a zero byte among them.
+std::uint8_t checksum(std::span<const std::uint8_t> bytes) {
+    const unsigned sum = std::accumulate(bytes.begin(), bytes.end(), 0u);
+    return static_cast<std::uint8_t>(0x100 - (sum & 0xff));
+}
+
+Bytes begin_table(std::string_view signature, std::uint8_t revision) {
+    Bytes table;
+    table.text(signature);
+    table.u32(0);  // length, set by finish_table
+    table.u8(revision);
+    table.u8(0);  // checksum, set by finish_table
+    table.text(kOemId);
+    table.text(kOemTableId);
+    table.u32(kOemRevision);
+    table.text(kCreatorId);
+    table.u32(kCreatorRevision);
+    return table;
+}
+
+std::vector<std::uint8_t> finish_table(Bytes table) {
+    std::vector<std::uint8_t>& data = table.data();
+    table.set_u32(kLengthOffset, static_cast<std::uint32_t>(data.size()));
+    data[kChecksumOffset] = checksum(data);
+    return std::move(data);
+}
+
+void io_register(Bytes& table, std::uint16_t port, std::uint8_t length) {
+    table.u8(kAddressSpaceSystemIo);
+    table.u8(static_cast<std::uint8_t>(length * 8));  // bit width
+    table.u8(0);                                       // bit offset
+    table.u8(kAccessSizeWord);
+    table.u64(port);
+}
+
+void no_register(Bytes& table) { table.zeros(kGenericAddressSize); }
+
+// The FACS is mandatory unless the FADT says "hardware-reduced": it holds the
+// global lock and waking vector, and the guest's ACPICA dereferences it.
+std::vector<std::uint8_t> facs() {
+    Bytes table;
+    table.text("FACS");
+    table.u32(kFacsSize);
+    table.u32(0);  // hardware signature
+    table.u32(0);  // firmware waking vector: no S3, so never used
+    table.u32(0);  // global lock
+    table.u32(0);  // flags: no S4BIOS, no 64-bit wake
+    table.u64(0);  // X firmware waking vector
+    table.u8(kFacsVersion);
+    table.zeros(3);
+    table.u32(0);  // OSPM flags
+    table.zeros(24);
+    return std::move(table.data());
+}
+
+// The DSDT holds only \_S5, which is what lets the guest power off: Linux's
+// poweroff evaluates it and writes SLP_TYP | SLP_EN to the PM1a control
+// block. Hand-encoded AML for Name(\_S5, Package(4){T, T, 0, 0}):
+//   08                  NameOp
+//   5C 5F 53 35 5F      NameString "\_S5_": root prefix '\' and the
+//                       4-character name segment, '_'-padded
+//   12                  PackageOp
+//   0A                  PkgLength, one-byte form: counts itself, NumElements
+//                       and the 8 element bytes = 10
+//   04                  NumElements
+//   0A T 0A T 0A 00 0A 00
+//                       BytePrefix constants: SLP_TYP for PM1a, SLP_TYP for
+//                       PM1b, and two reserved zeros
+std::vector<std::uint8_t> dsdt() {
+    Bytes elements;
+    for (const std::uint8_t value : {layout::kAcpiS5SleepType, layout::kAcpiS5SleepType,
+                                     std::uint8_t{0}, std::uint8_t{0}}) {
+        elements.u8(kAmlBytePrefix);
+        elements.u8(value);
+    }
+    constexpr std::uint8_t kElementCount = 4;
+    const std::size_t package_length = 1 + 1 + elements.data().size();
+    static_assert(1 + 1 + 2 * kElementCount <= kAmlMaxOneBytePkgLength);
+
+    Bytes table = begin_table("DSDT", kDsdtRevision);
+    table.u8(kAmlNameOp);
+    table.text("\\_S5_");
+    table.u8(kAmlPackageOp);
+    table.u8(static_cast<std::uint8_t>(package_length));
+    table.u8(kElementCount);
+    table.append(elements.data());
+    return finish_table(std::move(table));
+}
+
+void interrupt_override(Bytes& table, std::uint8_t irq, std::uint32_t gsi, std::uint16_t flags) {
+    table.u8(kMadtInterruptOverride);
+    table.u8(kMadtInterruptOverrideLength);
+    table.u8(kBusIsa);
+    table.u8(irq);
+    table.u32(gsi);
+    table.u16(flags);
+}
+
+std::vector<std::uint8_t> madt(std::uint32_t vcpu_count) {
+    Bytes table = begin_table("APIC", kMadtRevision);
+    table.u32(static_cast<std::uint32_t>(layout::kLapicAddress));
+    table.u32(kMadtPcatCompat);
+    for (std::uint32_t index = 0; index < vcpu_count; ++index) {
+        table.u8(kMadtLocalApic);
+        table.u8(kMadtLocalApicLength);
+        table.u8(static_cast<std::uint8_t>(index));  // ACPI processor UID
+        table.u8(static_cast<std::uint8_t>(index));  // APIC ID, as CPUID reports it
+        table.u32(kLocalApicEnabled);
+    }
+    table.u8(kMadtIoApic);
+    table.u8(kMadtIoApicLength);
+    table.u8(static_cast<std::uint8_t>(vcpu_count));  // the first ID no vCPU uses
+    table.u8(0);
+    table.u32(static_cast<std::uint32_t>(layout::kIoapicAddress));
+    table.u32(0);  // its pins are GSIs 0..kIoapicPins-1
+    // No IRQ0 -> GSI 2 override as on a PC: KVM's default routing sends the
+    // in-kernel PIT's IRQ0 to I/O APIC pin 0, so ISA IRQs stay identity-mapped
+    // (as in Firecracker).
+    // The SCI is level-triggered; ISA's default would be edge, active-high
+    // (QEMU declares it the same way).
+    interrupt_override(table, layout::kAcpiSciIrq, layout::kAcpiSciIrq, kIntiActiveHighLevel);
+    table.u8(kMadtLocalApicNmi);
+    table.u8(kMadtLocalApicNmiLength);
+    table.u8(kAllProcessors);
+    table.u16(kIntiConforming);
+    table.u8(kLint1);
+    return finish_table(std::move(table));
+}
+
+// Not hardware-reduced, so that the guest uses the PM1 blocks the VMM traps.
+// SMI_CMD is 0: there is no SMM to hand ACPI over, and the guest treats the
+// platform as already in ACPI mode.
+std::vector<std::uint8_t> fadt(std::uint64_t facs_address, std::uint64_t dsdt_address) {
+    Bytes table = begin_table("FACP", kFadtRevision);
+    table.u32(static_cast<std::uint32_t>(facs_address));  // FIRMWARE_CTRL
+    table.u32(static_cast<std::uint32_t>(dsdt_address));  // DSDT
+    table.u8(0);                                           // reserved
+    table.u8(0);                                           // preferred PM profile: unspecified
+    table.u16(layout::kAcpiSciIrq);                        // SCI_INT
+    table.u32(0);                                          // SMI_CMD
+    table.u8(0);                                           // ACPI_ENABLE
+    table.u8(0);                                           // ACPI_DISABLE
+    table.u8(0);                                           // S4BIOS_REQ
+    table.u8(0);                                           // PSTATE_CNT
+    table.u32(layout::kAcpiPm1EventPort);                  // PM1a_EVT_BLK
+    table.u32(0);                                          // PM1b_EVT_BLK
+    table.u32(layout::kAcpiPm1ControlPort);                // PM1a_CNT_BLK
+    table.u32(0);                                          // PM1b_CNT_BLK
+    table.u32(0);                                          // PM2_CNT_BLK
+    table.u32(0);                                          // PM_TMR_BLK
+    table.u32(0);                                          // GPE0_BLK
+    table.u32(0);                                          // GPE1_BLK
+    table.u8(kPm1EventLength);                             // PM1_EVT_LEN
+    table.u8(kPm1ControlLength);                           // PM1_CNT_LEN
+    table.u8(0);                                           // PM2_CNT_LEN
+    table.u8(0);                                           // PM_TMR_LEN
+    table.u8(0);                                           // GPE0_BLK_LEN
+    table.u8(0);                                           // GPE1_BLK_LEN
+    table.u8(0);                                           // GPE1_BASE
+    table.u8(0);                                           // CST_CNT
+    table.u16(kNoC2Latency);                               // P_LVL2_LAT
+    table.u16(kNoC3Latency);                               // P_LVL3_LAT
+    table.u16(0);                                          // FLUSH_SIZE
+    table.u16(0);                                          // FLUSH_STRIDE
+    table.u8(0);                                           // DUTY_OFFSET
+    table.u8(0);                                           // DUTY_WIDTH
+    table.u8(0);                                           // DAY_ALRM
+    table.u8(0);                                           // MON_ALRM
+    table.u8(0);                                           // CENTURY
+    table.u16(kBootArch8042);                              // IAPC_BOOT_ARCH
+    table.u8(0);                                           // reserved
+    table.u32(kFadtWbinvd | kFadtSleepButtonNotFixed);
+    no_register(table);                                    // RESET_REG
+    table.u8(0);                                           // RESET_VALUE
+    table.u16(0);                                          // ARM_BOOT_ARCH
+    table.u8(kFadtMinorRevision);
+    // X_FIRMWARE_CTRL must be zero when FIRMWARE_CTRL is set.
+    table.u64(0);
+    table.u64(dsdt_address);                               // X_DSDT
+    io_register(table, layout::kAcpiPm1EventPort, kPm1EventLength);      // X_PM1a_EVT_BLK
+    no_register(table);                                                  // X_PM1b_EVT_BLK
+    io_register(table, layout::kAcpiPm1ControlPort, kPm1ControlLength);  // X_PM1a_CNT_BLK
+    no_register(table);                                                  // X_PM1b_CNT_BLK
+    no_register(table);                                                  // X_PM2_CNT_BLK
+    no_register(table);                                                  // X_PM_TMR_BLK
+    no_register(table);                                                  // X_GPE0_BLK
+    no_register(table);                                                  // X_GPE1_BLK
+    no_register(table);  // SLEEP_CONTROL_REG: hardware-reduced platforms only
+    no_register(table);  // SLEEP_STATUS_REG
+    table.u64(0);        // hypervisor vendor identity
+    return finish_table(std::move(table));
+}
+
+std::vector<std::uint8_t> xsdt(std::span<const std::uint64_t> entries) {
+    Bytes table = begin_table("XSDT", kXsdtRevision);
+    for (const std::uint64_t address : entries) {
+        table.u64(address);
+    }
+    return finish_table(std::move(table));
+}
+
+std::vector<std::uint8_t> rsdp(std::uint64_t xsdt_address) {
+    Bytes table;
+    table.text("RSD PTR ");
+    table.u8(0);  // checksum of the first 20 bytes
+    table.text(kOemId);
+    table.u8(kRsdpRevision);
+    table.u32(0);  // RSDT address: there is only an XSDT
+    table.u32(kRsdpSize);
+    table.u64(xsdt_address);
+    table.u8(0);  // extended checksum of all 36 bytes
+    table.zeros(3);
+    std::vector<std::uint8_t>& data = table.data();
+    data[kRsdpChecksumOffset] = checksum(std::span(data).first(kRsdpV1Size));
+    data[kRsdpExtendedChecksumOffset] = checksum(data);
+    return std::move(data);
+}
+
+// Hands out addresses for the tables one after another.
+class Placement {
+public:
+    explicit Placement(std::uint64_t start) : next_(start) {}
+
+    std::uint64_t place(std::size_t size, std::uint64_t alignment) {
+        const std::uint64_t address = (next_ + alignment - 1) / alignment * alignment;
+        next_ = address + size;
+        return address;
+    }
+    std::uint64_t end() const { return next_; }
+
+private:
+    std::uint64_t next_;
+};
+
+struct PlacedTable {
+    std::uint64_t address;
+    std::vector<std::uint8_t> bytes;
+};
+
+}  // namespace
+
+void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
+    if (vcpu_count == 0) {
+        throw std::invalid_argument("ACPI tables: a machine needs at least one vCPU");
+    }
+    if (vcpu_count > kMaxVcpus) {
+        throw std::invalid_argument("ACPI MADT: " + std::to_string(vcpu_count) + " vCPUs exceed the " +
+                                    std::to_string(kMaxVcpus) +
+                                    " that 8-bit APIC IDs can number besides the I/O APIC");
+    }
+
+    // Each table is built once the addresses it points at are known.
+    std::vector<PlacedTable> tables;
+    Placement placement(layout::kAcpiTablesAddress);
+    const auto place = [&](std::vector<std::uint8_t> bytes, std::uint64_t alignment) {
+        const std::uint64_t address = placement.place(bytes.size(), alignment);
+        tables.push_back({address, std::move(bytes)});
+        return address;
+    };
+    const std::uint64_t facs_address = place(facs(), kFacsAlignment);
+    const std::uint64_t dsdt_address = place(dsdt(), kTableAlignment);
+    const std::uint64_t madt_address = place(madt(vcpu_count), kTableAlignment);
+    const std::uint64_t fadt_address = place(fadt(facs_address, dsdt_address), kTableAlignment);
+    const std::uint64_t xsdt_entries[] = {fadt_address, madt_address};
+    const std::uint64_t xsdt_address = place(xsdt(xsdt_entries), kTableAlignment);
+
+    if (placement.end() > layout::kBiosAreaEnd) {
+        throw std::length_error("ACPI tables for " + std::to_string(vcpu_count) +
+                                " vCPUs end at " + hex(placement.end()) +
+                                ", past the BIOS area's end at " + hex(layout::kBiosAreaEnd));
+    }
+    memory.write(layout::kAcpiRsdpAddress, rsdp(xsdt_address));
+    for (const PlacedTable& table : tables) {
+        memory.write(table.address, table.bytes);
+    }
+}
+
+}  // namespace vmm::acpi
