@@ -7,6 +7,8 @@ namespace vmm::devices {
 
 // A device on the port-I/O bus. `offset` is relative to the first port of the
 // range the device was registered at; accesses are 1, 2 or 4 bytes.
+// Several vCPU threads may call a device at once: each device serialises its
+// own state (see PioBus for why the bus does not).
 class PioDevice {
 public:
     virtual ~PioDevice() = default;
