@@ -1,0 +1,30 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace vmm::control {
+
+// Thrown by a command function to refuse the request; the client gets
+// {"ok": false, "error": <message>}, so the message must name what is wrong.
+class CommandError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Receives the whole request object ("cmd" included) and returns the reply's
+// fields; the server adds "ok": true, overwriting any "ok" the function set.
+// A null result (what `return {};` makes) counts as an empty object.
+// Runs on the server's thread, one request at a time: it must be quick (start
+// long work elsewhere and report it through another command) and must never
+// stop or destroy the server that called it.
+using CommandFunction = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+// Commands by name. std::less<> lets the server look names up without copying.
+using CommandTable = std::map<std::string, CommandFunction, std::less<>>;
+
+}  // namespace vmm::control
