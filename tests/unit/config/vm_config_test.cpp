@@ -1,0 +1,140 @@
+#include "vmm/config/vm_config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using vmm::config::UsageError;
+using vmm::config::VmConfig;
+
+std::optional<VmConfig> parse(std::vector<std::string> arguments) {
+    arguments.insert(arguments.begin(), "vmm");
+    std::vector<const char*> argv;
+    for (const auto& argument : arguments) {
+        argv.push_back(argument.c_str());
+    }
+    return vmm::config::parse_command_line(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string usage_error(std::vector<std::string> arguments) {
+    try {
+        parse(std::move(arguments));
+    } catch (const UsageError& error) {
+        return error.what();
+    }
+    return "(accepted)";
+}
+
+TEST(ParseCommandLine, DefaultsAndValues) {
+    auto config = parse({"--kernel", "/k", "--initrd", "/i", "--cmdline", "console=ttyS0 quiet", "--cpus", "4",
+                         "--memory", "2G", "--serial", "file=/tmp/console.log", "--api-socket", "/run/vm.sock"});
+    ASSERT_TRUE(config);
+    EXPECT_EQ(config->kernel, "/k");
+    EXPECT_EQ(config->initrd, "/i");
+    EXPECT_EQ(config->cmdline, "console=ttyS0 quiet");
+    EXPECT_EQ(config->cpus, 4u);
+    EXPECT_EQ(config->memory_bytes, 2ull << 30);
+    EXPECT_EQ(config->serial.kind, vmm::config::SerialConfig::Kind::File);
+    EXPECT_EQ(config->serial.path, "/tmp/console.log");
+    EXPECT_EQ(config->api_socket, "/run/vm.sock");
+
+    auto defaults = parse({"--kernel", "/k"});
+    ASSERT_TRUE(defaults);
+    EXPECT_EQ(defaults->cpus, 1u);
+    EXPECT_EQ(defaults->memory_bytes, 512ull << 20);
+    EXPECT_EQ(defaults->serial.kind, vmm::config::SerialConfig::Kind::Stdio);
+}
+
+TEST(ParseCommandLine, BadFlagsAreNamed) {
+    EXPECT_NE(usage_error({"--kernel", "/k", "--bogus"}).find("--bogus"), std::string::npos);
+    EXPECT_NE(usage_error({}).find("--kernel"), std::string::npos);
+    EXPECT_NE(usage_error({"--kernel", "/k", "--cpus", "many"}).find("--cpus"), std::string::npos);
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--serial", "tty"}),
+              "--serial: 'tty' is not stdio, none or file=PATH");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--memory", "12X"}),
+              "--memory: '12X' is not a size like 512M, 2G or 1048576K");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/d"}), "--disk is not supported by this vmm yet");
+}
+
+TEST(ParseMemorySize, Units) {
+    EXPECT_EQ(vmm::config::parse_memory_size("256"), 256ull << 20);
+    EXPECT_EQ(vmm::config::parse_memory_size("64K"), 64ull << 10);
+    EXPECT_EQ(vmm::config::parse_memory_size("3g"), 3ull << 30);
+    EXPECT_THROW(vmm::config::parse_memory_size(""), UsageError);
+    EXPECT_THROW(vmm::config::parse_memory_size("M"), UsageError);
+    EXPECT_THROW(vmm::config::parse_memory_size("-1M"), UsageError);
+    EXPECT_THROW(vmm::config::parse_memory_size("99999999999999G"), UsageError);
+}
+
+class Validate : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char pattern[] = "/tmp/vm-config-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        directory_ = pattern;
+        kernel_ = directory_ + "/kernel";
+        std::ofstream(kernel_) << "kernel";
+        config_.kernel = kernel_;
+    }
+    void TearDown() override { std::system(("rm -rf " + directory_).c_str()); }
+
+    std::string error() {
+        try {
+            vmm::config::validate(config_, {1ull << 30, 8});
+        } catch (const UsageError& error) {
+            return error.what();
+        }
+        return "(accepted)";
+    }
+
+    std::string directory_, kernel_;
+    VmConfig config_;
+};
+
+TEST_F(Validate, AcceptsAGoodConfiguration) {
+    config_.memory_bytes = 256ull << 20;
+    EXPECT_EQ(error(), "(accepted)");
+}
+
+TEST_F(Validate, NamesEachProblem) {
+    config_.kernel = directory_ + "/missing";
+    EXPECT_EQ(error(), "--kernel " + directory_ + "/missing: No such file or directory");
+    config_.kernel = directory_;
+    EXPECT_EQ(error(), "--kernel " + directory_ + ": not a regular file");
+    config_.kernel = kernel_;
+
+    config_.initrd = directory_ + "/no-initrd";
+    EXPECT_EQ(error(), "--initrd " + directory_ + "/no-initrd: No such file or directory");
+    config_.initrd.clear();
+
+    config_.memory_bytes = 0;
+    EXPECT_EQ(error(), "--memory: must be more than 0");
+    config_.memory_bytes = (1ull << 20) + 512;
+    EXPECT_EQ(error(), "--memory: 1049088 bytes is not a multiple of the 4 KiB page size");
+    config_.memory_bytes = 2ull << 30;
+    EXPECT_EQ(error(), "--memory: 2048 MiB is more than the host's 1024 MiB");
+    config_.memory_bytes = 256ull << 20;
+
+    config_.cpus = 0;
+    EXPECT_EQ(error(), "--cpus: must be at least 1");
+    config_.cpus = 9;
+    EXPECT_EQ(error(), "--cpus: 9 is more than KVM allows (8)");
+}
+
+TEST_F(Validate, UnreadableInitrdIsRefusedWhenNotRoot) {
+    if (::geteuid() == 0) {
+        GTEST_SKIP() << "root reads any file";
+    }
+    config_.initrd = directory_ + "/secret";
+    std::ofstream(config_.initrd) << "x";
+    ::chmod(config_.initrd.c_str(), 0);
+    EXPECT_EQ(error(), "--initrd " + config_.initrd + ": Permission denied");
+}
+
+}  // namespace

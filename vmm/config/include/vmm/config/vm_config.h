@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vmm::config {
+
+// A configuration the user got wrong: the message names the flag and the
+// problem; the process exits with code 2 before anything starts.
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct SerialConfig {
+    enum class Kind { Stdio, File, None };
+    Kind kind = Kind::Stdio;
+    std::string path;  // Kind::File
+};
+
+struct VmConfig {
+    std::string kernel;
+    std::string initrd;  // empty: none
+    std::string cmdline = "console=ttyS0 reboot=k panic=1";
+    std::uint32_t cpus = 1;
+    std::uint64_t memory_bytes = 512ull << 20;
+    SerialConfig serial;
+    std::string api_socket;  // empty: none
+};
+
+// What the host allows, looked up once so validation itself is pure.
+struct HostLimits {
+    std::uint64_t memory_bytes;  // RAM the host can back
+    std::uint32_t max_vcpus;     // KVM's limit per VM
+};
+
+// Parses `vmm` flags. Returns nullopt after printing help for --help. Throws
+// UsageError for unknown flags, bad values and flags not supported yet.
+std::optional<VmConfig> parse_command_line(int argc, const char* const* argv);
+
+// "512M", "2G", "1048576K", "256" (MiB, as QEMU reads -m). Throws UsageError.
+std::uint64_t parse_memory_size(const std::string& text);
+
+// Checks what can be checked without starting anything: files, sizes, limits.
+// The kernel itself is checked by the boot loader. Throws UsageError.
+void validate(const VmConfig& config, const HostLimits& limits);
+
+// The host's limits: RAM from /proc/meminfo, vCPUs from KVM.
+HostLimits host_limits(std::uint32_t kvm_max_vcpus);
+
+}  // namespace vmm::config
