@@ -113,7 +113,13 @@ public:
     void u16(std::uint16_t value) { put(value, 2); }
     void u32(std::uint32_t value) { put(value, 4); }
     void u64(std::uint64_t value) { put(value, 8); }
-    void text(std::string_view text) { data_.insert(data_.end(), text.begin(), text.end()); }
+    void text(std::string_view text) {
+        // Byte by byte: a range insert here trips GCC 12's false
+        // -Wstringop-overflow at -O3.
+        for (char c : text) {
+            u8(static_cast<std::uint8_t>(c));
+        }
+    }
     void zeros(std::size_t count) { data_.insert(data_.end(), count, 0); }
     void append(std::span<const std::uint8_t> bytes) {
         data_.insert(data_.end(), bytes.begin(), bytes.end());

@@ -1,0 +1,227 @@
+// The vmm binary booting Debian's own kernel with the test initramfs, checked
+// from the outside: what the guest prints, what the control socket answers,
+// and how the process ends.
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "vmm/control/client.h"
+#include "vmm_process.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using vim::testing::VmmProcess;
+
+// Generous: inside the nested sandbox a boot takes seconds of emulated CPU.
+constexpr auto kBootTimeout = 180s;
+constexpr auto kExitTimeout = 30s;
+
+class VmmBoot : public ::testing::Test {
+protected:
+    void SetUp() override {
+        kernel_ = vim::testing::guest_kernel();
+        if (kernel_.empty()) {
+            GTEST_SKIP() << "no /boot/vmlinuz-* (apt-get install linux-image-amd64)";
+        }
+        char pattern[] = "/tmp/vmm-boot-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        directory_ = pattern;
+    }
+    void TearDown() override {
+        if (!directory_.empty()) {
+            std::filesystem::remove_all(directory_);
+        }
+    }
+
+    std::vector<std::string> boot_arguments(const std::string& mode, int cpus, const std::string& memory) {
+        return {"--kernel", kernel_, "--initrd", VIM_GUEST_INITRAMFS, "--cpus", std::to_string(cpus),
+                "--memory", memory, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet guest.mode=" + mode};
+    }
+
+    std::string socket_path() const { return directory_ + "/api.sock"; }
+
+    static json command(const std::string& socket, const std::string& name, json extra = json::object()) {
+        extra["cmd"] = name;
+        return vmm::control::send_command(socket, extra, 60s);
+    }
+
+    // The number N of the last "count N" line, or -1.
+    static long last_count(const std::vector<std::string>& lines) {
+        long last = -1;
+        for (const auto& line : lines) {
+            auto at = line.find("count ");
+            if (at != std::string::npos) {
+                last = std::stol(line.substr(at + 6));
+            }
+        }
+        return last;
+    }
+
+    std::string kernel_;
+    std::string directory_;
+};
+
+std::string value_after(const std::string& line, const std::string& key) {
+    auto at = line.find(key);
+    return at == std::string::npos ? "" : line.substr(at + key.size());
+}
+
+void expect_report(VmmProcess& vmm, int cpus, std::uint64_t memory_kib) {
+    ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-READY", kBootTimeout)) << vmm.console() << vmm.errors();
+    auto cpu_line = vmm.wait_for_line("guest-cpus=", 30s);
+    ASSERT_TRUE(cpu_line) << vmm.console();
+    EXPECT_EQ(value_after(*cpu_line, "guest-cpus="), std::to_string(cpus));
+    auto ram_line = vmm.wait_for_line("guest-e820-ram-kib=", 30s);
+    ASSERT_TRUE(ram_line) << vmm.console();
+    // All the RAM asked for, less the legacy hole the e820 map reserves below 1 MiB.
+    std::uint64_t seen = std::stoull(value_after(*ram_line, "guest-e820-ram-kib="));
+    EXPECT_LE(seen, memory_kib);
+    EXPECT_GE(seen, memory_kib - 1024);
+    // The guest's `poweroff -f` ends the vmm, cleanly.
+    EXPECT_EQ(vmm.wait_exit(kExitTimeout), 0) << vmm.errors();
+    EXPECT_EQ(vmm.errors(), "");
+}
+
+TEST_F(VmmBoot, OneCpuSeesItsMemoryAndPowersOff) {
+    VmmProcess vmm(boot_arguments("report", 1, "256M"));
+    expect_report(vmm, 1, 256 * 1024);
+}
+
+TEST_F(VmmBoot, FourCpusComeOnline) {
+    VmmProcess vmm(boot_arguments("report", 4, "512M"));
+    expect_report(vmm, 4, 512 * 1024);
+}
+
+TEST_F(VmmBoot, ShutdownOverTheSocketIsGraceful) {
+    auto arguments = boot_arguments("idle", 1, "256M");
+    arguments.insert(arguments.end(), {"--api-socket", socket_path()});
+    VmmProcess vmm(arguments);
+    ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-IDLE", kBootTimeout)) << vmm.console() << vmm.errors();
+
+    json status = command(socket_path(), "status");
+    EXPECT_EQ(status["ok"], true);
+    EXPECT_EQ(status["state"], "running");
+    EXPECT_EQ(status["vcpus"], 1);
+    EXPECT_EQ(status["memory_bytes"], 256ull << 20);
+    EXPECT_GT(status["uptime_ms"].get<long>(), 0);
+    EXPECT_GT(status["exits"]["port_io"].get<long>(), 0);
+
+    json reply = command(socket_path(), "shutdown");
+    EXPECT_EQ(reply["ok"], true) << reply.dump();
+    // busybox init ran its shutdown actions: the power-off was the guest's own.
+    EXPECT_TRUE(vmm.wait_for_line("VIM-GUEST-SHUTDOWN", 60s)) << vmm.console();
+    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
+    EXPECT_FALSE(std::filesystem::exists(socket_path())) << "the control socket outlived the vmm";
+}
+
+TEST_F(VmmBoot, PauseStopsTheGuestAndResumeContinuesIt) {
+    auto arguments = boot_arguments("counter", 2, "256M");
+    arguments.insert(arguments.end(), {"--api-socket", socket_path()});
+    VmmProcess vmm(arguments);
+    ASSERT_TRUE(vmm.wait_for_line("count 3", kBootTimeout)) << vmm.console() << vmm.errors();
+
+    json paused = command(socket_path(), "pause");
+    ASSERT_EQ(paused["ok"], true) << paused.dump();
+    EXPECT_EQ(command(socket_path(), "status")["state"], "paused");
+    // Whatever was in flight when the pause landed, then silence.
+    long before = last_count(vmm.lines_during(500ms));
+    auto while_paused = vmm.lines_during(2s);
+    EXPECT_TRUE(while_paused.empty()) << "the guest printed while paused: " << while_paused.front();
+
+    ASSERT_EQ(command(socket_path(), "resume")["ok"], true);
+    EXPECT_EQ(command(socket_path(), "status")["state"], "running");
+    auto resumed = vmm.lines_during(3s);
+    long after = last_count(resumed);
+    EXPECT_GT(after, std::max(before, 3L)) << "the counter did not continue after resume";
+
+    json stats = command(socket_path(), "stats");
+    EXPECT_EQ(stats["vcpus"].size(), 2u);
+    EXPECT_GT(stats["serial_output_bytes"].get<long>(), 0);
+
+    // A guest that does not shut down in time is stopped.
+    json reply = command(socket_path(), "shutdown", {{"timeout_ms", 0}});
+    EXPECT_EQ(reply["ok"], true) << reply.dump();
+    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
+}
+
+// Every configuration problem is refused before a guest runs, with exit code 2
+// and one line naming the problem.
+class VmmConfiguration : public VmmBoot {
+protected:
+    void expect_refused(std::vector<std::string> arguments, const std::string& message) {
+        VmmProcess vmm(arguments);
+        EXPECT_EQ(vmm.wait_exit(kExitTimeout), 2) << vmm.errors();
+        EXPECT_NE(vmm.errors().find("error: " + message), std::string::npos)
+            << "expected: " << message << "\nactual: " << vmm.errors();
+        EXPECT_EQ(std::count(vmm.errors().begin(), vmm.errors().end(), '\n'), 1) << vmm.errors();
+        EXPECT_EQ(vmm.console(), "") << "the guest ran";
+    }
+
+    std::vector<std::string> with(std::vector<std::string> extra) {
+        std::vector<std::string> arguments = {"--kernel", kernel_, "--initrd", VIM_GUEST_INITRAMFS};
+        arguments.insert(arguments.end(), extra.begin(), extra.end());
+        return arguments;
+    }
+};
+
+TEST_F(VmmConfiguration, KernelProblems) {
+    expect_refused({"--kernel", directory_ + "/none"}, "--kernel " + directory_ + "/none: No such file or directory");
+    expect_refused({"--kernel", VIM_GUEST_INITRAMFS}, "--kernel: ");
+    expect_refused({"--initrd", VIM_GUEST_INITRAMFS}, "--kernel is required");
+}
+
+TEST_F(VmmConfiguration, NotABzImageSaysSo) {
+    VmmProcess vmm({"--kernel", VIM_GUEST_INITRAMFS});
+    EXPECT_EQ(vmm.wait_exit(kExitTimeout), 2);
+    EXPECT_NE(vmm.errors().find("bzImage"), std::string::npos) << vmm.errors();
+}
+
+TEST_F(VmmConfiguration, InitrdProblems) {
+    expect_refused({"--kernel", kernel_, "--initrd", directory_}, "--initrd " + directory_ + ": not a regular file");
+    expect_refused({"--kernel", kernel_, "--initrd", directory_ + "/none"},
+                   "--initrd " + directory_ + "/none: No such file or directory");
+}
+
+TEST_F(VmmConfiguration, MemoryProblems) {
+    expect_refused(with({"--memory", "0"}), "--memory: must be more than 0");
+    expect_refused(with({"--memory", "1025K"}), "--memory: 1049600 bytes is not a multiple of the 4 KiB page size");
+    expect_refused(with({"--memory", "100000G"}), "--memory: 102400000 MiB is more than the host's");
+    expect_refused(with({"--memory", "lots"}), "--memory: 'lots' is not a size like 512M, 2G or 1048576K");
+}
+
+TEST_F(VmmConfiguration, CpuProblems) {
+    expect_refused(with({"--cpus", "0"}), "--cpus: must be at least 1");
+    expect_refused(with({"--cpus", "100000"}), "--cpus: 100000 is more than KVM allows");
+}
+
+TEST_F(VmmConfiguration, CommandLineLongerThanTheKernelAccepts) {
+    expect_refused(with({"--cmdline", std::string(10000, 'x')}), "command line");
+}
+
+TEST_F(VmmConfiguration, UnknownFlag) {
+    expect_refused(with({"--frobnicate"}), "The following argument was not expected: --frobnicate");
+}
+
+TEST_F(VmmConfiguration, SocketPathInUse) {
+    // A live listener at the path.
+    int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", socket_path().c_str());
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    ASSERT_EQ(::listen(listener, 1), 0);
+    expect_refused(with({"--api-socket", socket_path()}), "--api-socket: api socket " + socket_path() + " is in use");
+    ::close(listener);
+}
+
+}  // namespace
