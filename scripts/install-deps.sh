@@ -8,7 +8,7 @@ packages=(
     linux-libc-dev liburing-dev libnl-3-dev libnl-route-3-dev
     nlohmann-json3-dev libcli11-dev
     libgtest-dev libgmock-dev libbenchmark-dev
-    qemu-system-x86 linux-image-amd64 busybox-static cpio iproute2 python3
+    qemu-system-x86 linux-image-amd64 busybox-static cpio iproute2 python3 bc
 )
 
 missing=()

@@ -11,7 +11,6 @@
 
 #include "console.h"
 #include "vmm/acpi/tables.h"
-#include "vmm/boot/bzimage.h"
 #include "vmm/boot/layout.h"
 #include "vmm/boot/linux_loader.h"
 #include "vmm/boot/long_mode.h"
@@ -323,18 +322,14 @@ std::vector<kvm::Vcpu> create_vcpus(Machine::Parts& parts, const boot::BootInfo&
 }  // namespace
 
 std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
-    // Everything the user can get wrong is checked before guest memory exists.
+    // Everything the user can get wrong is checked before a vCPU exists: the
+    // flags here, the kernel, initrd and command line by the loader (it checks
+    // all of them before it writes to guest memory).
     auto kvm = kvm::Kvm::open();
     config::validate(config, config::host_limits(static_cast<std::uint32_t>(kvm.max_vcpus())));
     if (config.cpus > cpu::kMaxVcpus || config.cpus > acpi::kMaxVcpus) {
         throw UsageError("--cpus: " + std::to_string(config.cpus) + " is more than this vmm supports (" +
                          std::to_string(std::min(cpu::kMaxVcpus, acpi::kMaxVcpus)) + ")");
-    }
-    std::optional<boot::BzImage> kernel;
-    try {
-        kernel = boot::BzImage::read(config.kernel);
-    } catch (const std::invalid_argument& error) {
-        throw UsageError(std::string("--kernel: ") + error.what());
     }
     sys::Fd serial_output;
     if (config.serial.kind == config::SerialConfig::Kind::File) {
@@ -349,15 +344,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
 
     boot::BootInfo boot_info;
     try {
-        std::vector<std::uint8_t> initrd;
-        if (!config.initrd.empty()) {
-            std::ifstream file(config.initrd, std::ios::binary);
-            initrd.assign(std::istreambuf_iterator<char>(file), {});
-            if (!file.good() && !file.eof()) {
-                throw UsageError("--initrd " + config.initrd + ": read failed");
-            }
-        }
-        boot_info = boot::load_linux(parts->memory, *kernel, initrd, config.cmdline);
+        boot_info = boot::load_linux(parts->memory, config.kernel, config.initrd, config.cmdline);
     } catch (const std::invalid_argument& error) {
         throw UsageError(error.what());
     }
