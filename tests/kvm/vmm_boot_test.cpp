@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -100,6 +101,25 @@ TEST_F(VmmBoot, OneCpuSeesItsMemoryAndPowersOff) {
 TEST_F(VmmBoot, FourCpusComeOnline) {
     VmmProcess vmm(boot_arguments("report", 4, "512M"));
     expect_report(vmm, 4, 512 * 1024);
+}
+
+TEST_F(VmmBoot, ConsoleTakesInputAndGuestRebootEndsTheVm) {
+    VmmProcess vmm(boot_arguments("shell", 1, "256M"), VmmProcess::Input::Pipe);
+    ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-SHELL", kBootTimeout)) << vmm.console() << vmm.errors();
+    // What the user types reaches the guest's shell, and its answer comes back.
+    vmm.type("echo answer=$((6 * 7))\n");
+    EXPECT_TRUE(vmm.wait_for_line("answer=42", 60s)) << vmm.console();
+    // The guest's clock comes from the emulated RTC and kvmclock: real time.
+    // (Built with printf so the echo of the typed command does not match.)
+    vmm.type("printf 'guest-%s=%s\\n' time $(date +%s)\n");
+    auto line = vmm.wait_for_line("guest-time=", 60s);
+    ASSERT_TRUE(line) << vmm.console();
+    long guest_time = std::stol(value_after(*line, "guest-time="));
+    long host_time = static_cast<long>(std::time(nullptr));
+    EXPECT_NEAR(guest_time, host_time, 30);
+    // A reboot ends the VM, as in Firecracker (reboot=k: through the i8042).
+    vmm.type("reboot -f\n");
+    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
 }
 
 TEST_F(VmmBoot, ShutdownOverTheSocketIsGraceful) {

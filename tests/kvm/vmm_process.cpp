@@ -35,16 +35,22 @@ std::string guest_kernel() {
     return newest;
 }
 
-VmmProcess::VmmProcess(const std::vector<std::string>& arguments) {
-    int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+VmmProcess::VmmProcess(const std::vector<std::string>& arguments, Input input) {
+    int in[2], out[2], err[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
         throw std::runtime_error("pipe2 failed");
     }
+    stdin_.reset(in[1]);
     stdout_.reset(out[0]);
     stderr_.reset(err[0]);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (input == Input::Pipe) {
+        posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+    } else {
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        stdin_.reset();
+    }
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
     std::vector<char*> argv;
@@ -57,6 +63,7 @@ VmmProcess::VmmProcess(const std::vector<std::string>& arguments) {
     argv.push_back(nullptr);
     int error = ::posix_spawn(&pid_, program.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
+    ::close(in[0]);
     ::close(out[1]);
     ::close(err[1]);
     if (error != 0) {
@@ -68,6 +75,12 @@ VmmProcess::~VmmProcess() {
     if (!exit_code_ && pid_ > 0) {
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
+    }
+}
+
+void VmmProcess::type(const std::string& text) {
+    if (!stdin_ || ::write(stdin_.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        throw std::runtime_error("cannot type into the vmm's console");
     }
 }
 

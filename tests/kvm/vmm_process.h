@@ -18,8 +18,10 @@ std::string guest_kernel();
 
 class VmmProcess {
 public:
-    // Starts `vmm` with `arguments`; stdin is /dev/null.
-    explicit VmmProcess(const std::vector<std::string>& arguments);
+    enum class Input { None, Pipe };
+    // Starts `vmm` with `arguments`; stdin is /dev/null, or a pipe that
+    // type() writes to.
+    explicit VmmProcess(const std::vector<std::string>& arguments, Input input = Input::None);
     ~VmmProcess();  // kills a vmm still running
     VmmProcess(const VmmProcess&) = delete;
     VmmProcess& operator=(const VmmProcess&) = delete;
@@ -33,6 +35,9 @@ public:
     // timeout (or a death by signal).
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
 
+    // Sends `text` to the vmm's stdin, the guest's serial console.
+    void type(const std::string& text);
+
     const std::string& console() const { return console_; }
     const std::string& errors() const { return errors_; }
 
@@ -42,6 +47,7 @@ private:
     std::optional<std::string> next_line();
 
     pid_t pid_ = -1;
+    vmm::sys::Fd stdin_;
     vmm::sys::Fd stdout_;
     vmm::sys::Fd stderr_;
     std::string console_;
