@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "vmm/boot/layout.h"
+#include "vmm/sys/hex.h"
 
 namespace vmm::acpi {
 namespace {
@@ -100,11 +101,7 @@ static_assert(layout::kLapicAddress <= UINT32_MAX && layout::kIoapicAddress <= U
               "the MADT holds 32-bit APIC addresses");
 static_assert(layout::kBiosAreaEnd <= UINT32_MAX, "FADT's 32-bit pointers must reach the tables");
 
-std::string hex(std::uint64_t value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
+using sys::hex;
 
 // Little-endian byte appender: ACPI tables are little-endian.
 class Bytes {

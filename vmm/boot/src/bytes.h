@@ -11,6 +11,8 @@
 #include <string>
 #include <type_traits>
 
+#include "vmm/sys/hex.h"
+
 namespace vmm::boot::detail {
 
 static_assert(std::endian::native == std::endian::little, "boot structures are little-endian");
@@ -29,10 +31,6 @@ void store_le(std::span<std::uint8_t> bytes, std::size_t offset, T value) {
     std::memcpy(bytes.subspan(offset, sizeof(T)).data(), &value, sizeof(T));
 }
 
-inline std::string hex(std::uint64_t value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
+using sys::hex;
 
 }  // namespace vmm::boot::detail

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -81,10 +80,6 @@ ControlServer::ControlServer(std::string socket_path, CommandTable commands)
         if (::listen(listen_fd_.get(), listen_backlog) != 0) {
             sys::throw_errno("listen on api socket " + socket_path_);
         }
-        stop_event_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        if (!stop_event_) {
-            sys::throw_errno("create eventfd for api socket " + socket_path_);
-        }
         thread_ = std::thread([this] { serve(); });
     } catch (...) {
         ::unlink(socket_path_.c_str());
@@ -98,13 +93,10 @@ void ControlServer::stop() {
     if (!thread_.joinable()) {
         return;
     }
-    const std::uint64_t one = 1;
-    // Cannot fail: the counter is far from overflowing and the fd is ours.
-    [[maybe_unused]] const ssize_t written = ::write(stop_event_.get(), &one, sizeof(one));
+    stop_event_.signal();
     thread_.join();
     remove_socket_file();
     listen_fd_.reset();
-    stop_event_.reset();
 }
 
 void ControlServer::remove_socket_file() noexcept {

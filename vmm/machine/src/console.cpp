@@ -1,36 +1,16 @@
 #include "console.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 
-#include "vmm/sys/error.h"
 
 namespace vmm::machine {
 namespace {
 
 constexpr char kEscape = 0x01;  // Ctrl-A
-
-sys::Fd make_eventfd(const char* what) {
-    sys::Fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) {
-        sys::throw_errno(std::string("eventfd for ") + what);
-    }
-    return fd;
-}
-
-void signal_event(int fd) {
-    std::uint64_t one = 1;
-    (void)!::write(fd, &one, sizeof one);
-}
-
-void drain_event(int fd) {
-    std::uint64_t value;
-    (void)!::read(fd, &value, sizeof value);
-}
 
 }  // namespace
 
@@ -38,8 +18,8 @@ ConsoleInput::ConsoleInput(int input_fd, devices::Serial& serial, std::function<
     : input_fd_(input_fd),
       serial_(serial),
       on_quit_(std::move(on_quit)),
-      drained_event_(make_eventfd("console input")),
-      stop_event_(make_eventfd("console stop")) {
+      drained_event_("console input"),
+      stop_event_("console stop") {
     termios terminal;
     if (::isatty(input_fd_) && ::tcgetattr(input_fd_, &terminal) == 0) {
         saved_terminal_ = terminal;
@@ -59,11 +39,11 @@ ConsoleInput::~ConsoleInput() {
     }
 }
 
-void ConsoleInput::notify_drained() { signal_event(drained_event_.get()); }
+void ConsoleInput::notify_drained() { drained_event_.signal(); }
 
 void ConsoleInput::stop() {
     if (thread_.joinable()) {
-        signal_event(stop_event_.get());
+        stop_event_.signal();
         thread_.join();
     }
 }
@@ -93,7 +73,7 @@ void ConsoleInput::run() {
             return;
         }
         if (fds[1].revents) {
-            drain_event(drained_event_.get());
+            drained_event_.drain();
             offer();
         }
         if (fds[2].revents) {

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "vmm/devices/serial.h"
-#include "vmm/sys/fd.h"
+#include "vmm/sys/event_fd.h"
 
 namespace vmm::machine {
 
@@ -36,8 +36,8 @@ private:
     devices::Serial& serial_;
     std::function<void()> on_quit_;
     std::optional<termios> saved_terminal_;
-    sys::Fd drained_event_;
-    sys::Fd stop_event_;
+    sys::EventFd drained_event_;
+    sys::EventFd stop_event_;
     std::string pending_;
     bool escape_ = false;
     std::thread thread_;

@@ -106,7 +106,6 @@ struct Outcome {
 
 struct Machine::Parts {
     config::VmConfig config;
-    std::optional<control::ControlServer> control;
     kvm::Kvm kvm;
     kvm::KvmVm vm;
     memory::GuestMemory memory;
@@ -127,7 +126,9 @@ struct Machine::Parts {
     std::optional<Outcome> outcome;
     bool shutting_down = false;
     std::thread shutdown_timer;
-    std::chrono::steady_clock::time_point started;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    // Last, so it is destroyed first: its commands use everything above.
+    std::optional<control::ControlServer> control;
 
     Parts(const config::VmConfig& config, kvm::Kvm kvm, kvm::KvmVm vm, memory::GuestMemory memory)
         : config(config), kvm(std::move(kvm)), vm(std::move(vm)), memory(std::move(memory)) {}
@@ -322,6 +323,15 @@ std::vector<kvm::Vcpu> create_vcpus(Machine::Parts& parts, const boot::BootInfo&
 }  // namespace
 
 std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
+    // SIGTERM and SIGINT are taken by run()'s signalfd. They are blocked
+    // before any thread exists, so every thread inherits the mask and none
+    // can be killed by them before run() is ready.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
     // Everything the user can get wrong is checked before a vCPU exists: the
     // flags here, the kernel, initrd and command line by the loader (it checks
     // all of them before it writes to guest memory).
@@ -399,13 +409,11 @@ Machine::~Machine() {
 
 int Machine::run() {
     Parts& parts = *parts_;
-    // SIGTERM and SIGINT stop the VM in an orderly way; they are taken by a
-    // signalfd here, so no vCPU thread is ever interrupted by them.
+    // SIGTERM and SIGINT (blocked since create()) stop the VM in an orderly way.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     sys::Fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
     if (!signals) {
         sys::throw_errno("signalfd");
@@ -417,7 +425,6 @@ int Machine::run() {
         }
     });
 
-    parts.started = std::chrono::steady_clock::now();
     if (parts.config.serial.kind == config::SerialConfig::Kind::Stdio) {
         parts.console = std::make_unique<ConsoleInput>(STDIN_FILENO, *parts.serial,
                                                        [&] { parts.end({0, "stopped from the console"}); });

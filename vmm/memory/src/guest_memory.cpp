@@ -8,15 +8,12 @@
 #include <string>
 
 #include "vmm/sys/error.h"
+#include "vmm/sys/hex.h"
 
 namespace vmm::memory {
 namespace {
 
-std::string hex(std::uint64_t value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
+using sys::hex;
 
 std::size_t bitmap_words(std::uint64_t size) { return (size / kPageSize + 63) / 64; }
 

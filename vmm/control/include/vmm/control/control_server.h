@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "vmm/control/command.h"
+#include "vmm/sys/event_fd.h"
 #include "vmm/sys/fd.h"
 
 namespace vmm::control {
@@ -53,7 +54,7 @@ private:
     CommandTable commands_;
     sys::Fd listen_fd_;
     // An eventfd: written by stop() to wake the serving thread's poll().
-    sys::Fd stop_event_;
+    sys::EventFd stop_event_{"api socket stop"};
     // Identity of the socket file this server created, so stop() never
     // removes a file someone else has since put at the same path.
     dev_t socket_device_ = 0;
