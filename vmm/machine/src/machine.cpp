@@ -96,6 +96,15 @@ std::uint64_t resident_bytes() {
     return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
+// The signals that stop the VM in an orderly way.
+sigset_t stop_signal_set() {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    return signals;
+}
+
 // The way the VM ended; the first one reported wins.
 struct Outcome {
     int exit_code;
@@ -326,10 +335,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     // SIGTERM and SIGINT are taken by run()'s signalfd. They are blocked
     // before any thread exists, so every thread inherits the mask and none
     // can be killed by them before run() is ready.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
+    const sigset_t stop_signals = stop_signal_set();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     // Everything the user can get wrong is checked before a vCPU exists: the
@@ -410,10 +416,7 @@ Machine::~Machine() {
 int Machine::run() {
     Parts& parts = *parts_;
     // SIGTERM and SIGINT (blocked since create()) stop the VM in an orderly way.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
+    const sigset_t stop_signals = stop_signal_set();
     sys::Fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
     if (!signals) {
         sys::throw_errno("signalfd");

@@ -83,23 +83,24 @@ std::uint64_t GuestMemory::total_size() const noexcept {
     return total;
 }
 
-const Region& GuestMemory::region_for(GuestAddress address, std::uint64_t length) const {
-    for (const Region& region : regions_) {
-        if (region.contains(address, length)) {
-            return region;
+std::size_t GuestMemory::region_index(GuestAddress address, std::uint64_t length) const {
+    for (std::size_t i = 0; i < regions_.size(); ++i) {
+        if (regions_[i].contains(address, length)) {
+            return i;
         }
     }
     throw GuestMemoryError("guest range " + hex(address) + "+" + hex(length) + " is not in guest RAM");
 }
 
 std::span<const std::uint8_t> GuestMemory::read_span(GuestAddress address, std::uint64_t length) const {
-    const Region& region = region_for(address, length);
+    const Region& region = regions_[region_index(address, length)];
     return {region.host + (address - region.start), length};
 }
 
 std::span<std::uint8_t> GuestMemory::write_span(GuestAddress address, std::uint64_t length) {
-    const Region& region = region_for(address, length);
-    mark_dirty(address, length);
+    std::size_t index = region_index(address, length);
+    mark_dirty_in(index, address, length);
+    const Region& region = regions_[index];
     return {region.host + (address - region.start), length};
 }
 
@@ -114,22 +115,21 @@ void GuestMemory::write(GuestAddress address, std::span<const std::uint8_t> data
 }
 
 void GuestMemory::mark_dirty(GuestAddress address, std::uint64_t length) {
+    if (length != 0) {
+        mark_dirty_in(region_index(address, length), address, length);
+    }
+}
+
+void GuestMemory::mark_dirty_in(std::size_t index, GuestAddress address, std::uint64_t length) {
     if (length == 0) {
         return;
     }
-    for (std::size_t i = 0; i < regions_.size(); ++i) {
-        const Region& region = regions_[i];
-        if (!region.contains(address, length)) {
-            continue;
-        }
-        std::uint64_t first = (address - region.start) / kPageSize;
-        std::uint64_t last = (address - region.start + length - 1) / kPageSize;
-        for (std::uint64_t page = first; page <= last; ++page) {
-            dirty_[i][page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
-        }
-        return;
+    const Region& region = regions_[index];
+    std::uint64_t first = (address - region.start) / kPageSize;
+    std::uint64_t last = (address - region.start + length - 1) / kPageSize;
+    for (std::uint64_t page = first; page <= last; ++page) {
+        dirty_[index][page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
     }
-    throw GuestMemoryError("guest range " + hex(address) + "+" + hex(length) + " is not in guest RAM");
 }
 
 std::vector<std::uint64_t> GuestMemory::take_dirty_pages(std::size_t index) {

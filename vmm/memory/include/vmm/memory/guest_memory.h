@@ -88,7 +88,10 @@ public:
 
 private:
     GuestMemory() = default;
-    const Region& region_for(GuestAddress address, std::uint64_t length) const;
+    // The index of the region holding the whole range; throws GuestMemoryError.
+    std::size_t region_index(GuestAddress address, std::uint64_t length) const;
+    // mark_dirty for a range already known to lie in region `index`.
+    void mark_dirty_in(std::size_t index, GuestAddress address, std::uint64_t length);
     void init_dirty_bitmaps();
 
     sys::Fd memfd_;
