@@ -7,14 +7,16 @@ constexpr std::uint8_t kStatusOutputFull = 0x01;
 constexpr std::uint8_t kStatusSystemFlag = 0x04;
 constexpr std::uint8_t kStatusLastWriteWasCommand = 0x08;
 constexpr std::uint8_t kStatusNotInhibited = 0x10;  // the keylock switch is open
+constexpr std::uint8_t kStatusAuxData = 0x20;       // the output buffer holds an aux byte
 
 constexpr std::uint8_t kCommandByteKeyboardInterrupt = 0x01;
+constexpr std::uint8_t kCommandByteAuxInterrupt = 0x02;
 constexpr std::uint8_t kCommandByteSystemFlag = 0x04;
 constexpr std::uint8_t kCommandByteKeyboardDisabled = 0x10;
 constexpr std::uint8_t kCommandByteAuxDisabled = 0x20;
 constexpr std::uint8_t kCommandByteTranslate = 0x40;
 // What a BIOS leaves after POST: keyboard interrupt on, system flag set,
-// translation to set 1 on, and the (absent) aux port off.
+// translation to set 1 on, and the aux port (no mouse behind it) off.
 constexpr std::uint8_t kDefaultCommandByte = kCommandByteKeyboardInterrupt |
                                              kCommandByteSystemFlag | kCommandByteAuxDisabled |
                                              kCommandByteTranslate;
@@ -32,12 +34,19 @@ constexpr std::uint8_t kCmdWriteRamFirst = 0x60;
 constexpr std::uint8_t kCmdWriteRamLast = 0x7f;
 constexpr std::uint8_t kCmdDisableAux = 0xa7;
 constexpr std::uint8_t kCmdEnableAux = 0xa8;
+constexpr std::uint8_t kCmdAuxInterfaceTest = 0xa9;
 constexpr std::uint8_t kCmdSelfTest = 0xaa;
 constexpr std::uint8_t kCmdKeyboardInterfaceTest = 0xab;
 constexpr std::uint8_t kCmdDisableKeyboard = 0xad;
 constexpr std::uint8_t kCmdEnableKeyboard = 0xae;
 constexpr std::uint8_t kCmdReadOutputPort = 0xd0;
 constexpr std::uint8_t kCmdWriteOutputPort = 0xd1;
+// These three take a data byte: the first two put it in the output buffer as
+// if the keyboard or aux device had sent it (Linux's aux probe loops bytes
+// back through 0xd3), the last sends it to the aux device.
+constexpr std::uint8_t kCmdWriteKeyboardOutput = 0xd2;
+constexpr std::uint8_t kCmdWriteAuxOutput = 0xd3;
+constexpr std::uint8_t kCmdWriteAux = 0xd4;
 constexpr std::uint8_t kCmdPulseOutputFirst = 0xf0;  // low nibble clear = pulse that line
 
 constexpr std::uint8_t kSelfTestPassed = 0x55;
@@ -66,6 +75,17 @@ constexpr std::uint8_t kTranslated0x83And0x02 = 0x41;
 // a guest that never reads can make the VMM hold.
 constexpr std::size_t kKeyboardBufferSize = 16;
 
+// What the controller answers, from the aux side, for a byte it could not
+// deliver to the aux device. A real controller reports an absent mouse only
+// after clocking at nothing for a while; this one answers at once, so that
+// psmouse gives up in microseconds: libps2 takes 0xfe as a NAK, retries once
+// and fails the command, where a byte dropped silently would cost it 200 ms a
+// try. The status register's timeout bit stays clear; the NAK alone is enough.
+constexpr std::uint8_t kAuxNoDevice = 0xfe;
+// Rejections the guest has not read yet, capped like the keyboard's buffer so
+// that a guest writing to the aux port without reading cannot grow it.
+constexpr std::size_t kAuxBufferSize = 16;
+
 // Left Ctrl, left Alt and Delete (an extended key) pressed, then released in
 // reverse order. In set 1 a release is the press code with bit 7 set; in set 2
 // it is the press code behind an 0xf0 prefix.
@@ -75,8 +95,10 @@ constexpr std::uint8_t kCtrlAltDelSet2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
 
 }  // namespace
 
-I8042::I8042(InterruptLine& keyboard_interrupt, std::function<void()> on_reset)
-    : keyboard_interrupt_(keyboard_interrupt),
+I8042::I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
+             std::function<void()> on_reset)
+    : keyboard_interrupt_{keyboard_interrupt},
+      aux_interrupt_{aux_interrupt},
       on_reset_(std::move(on_reset)),
       output_port_(kDefaultOutputPort) {
     ram_[0] = kDefaultCommandByte;
@@ -112,7 +134,7 @@ bool I8042::request_ctrl_alt_del() {
     }
     keyboard_queue_.insert(keyboard_queue_.end(), sequence.begin(), sequence.end());
     fill_output_buffer();
-    update_interrupt();
+    update_interrupts();
     return true;
 }
 
@@ -120,13 +142,13 @@ std::uint8_t I8042::read_register(std::uint16_t offset) {
     switch (offset) {
     case kDataOffset:
         if (output_buffer_) {
-            last_output_ = *output_buffer_;
+            last_output_ = output_buffer_->value;
             output_buffer_.reset();
             // Drop the line before refilling so that every byte is a fresh
             // edge on the (edge-triggered) ISA interrupt.
-            update_interrupt();
+            update_interrupts();
             fill_output_buffer();
-            update_interrupt();
+            update_interrupts();
         }
         // An empty buffer reads as whatever it last held, as on the chip.
         return last_output_;
@@ -134,6 +156,9 @@ std::uint8_t I8042::read_register(std::uint16_t offset) {
         std::uint8_t status = kStatusNotInhibited;
         if (output_buffer_) {
             status |= kStatusOutputFull;
+        }
+        if (output_holds(Port::Aux)) {
+            status |= kStatusAuxData;
         }
         if (ram_[0] & kCommandByteSystemFlag) {
             status |= kStatusSystemFlag;
@@ -172,14 +197,14 @@ void I8042::write_register(std::uint16_t offset, std::uint8_t value, bool& reset
         return;
     }
     fill_output_buffer();
-    update_interrupt();
+    update_interrupts();
 }
 
 void I8042::controller_command(std::uint8_t command, bool& reset) {
     if (command >= kCmdReadRamFirst && command <= kCmdReadRamLast) {
         respond(ram_[command - kCmdReadRamFirst]);
     } else if ((command >= kCmdWriteRamFirst && command <= kCmdWriteRamLast) ||
-               command == kCmdWriteOutputPort) {
+               (command >= kCmdWriteOutputPort && command <= kCmdWriteAux)) {
         controller_command_awaiting_data_ = command;
     } else if (command >= kCmdPulseOutputFirst) {
         // Bits 0-3 clear pulse output-port lines 0-3 low; line 0 is CPU reset.
@@ -193,6 +218,10 @@ void I8042::controller_command(std::uint8_t command, bool& reset) {
             break;
         case kCmdEnableAux:
             ram_[0] &= static_cast<std::uint8_t>(~kCommandByteAuxDisabled);
+            break;
+        case kCmdAuxInterfaceTest:
+            // The aux clock and data lines are fine; there is just nothing on them.
+            respond(kInterfaceTestPassed);
             break;
         case kCmdSelfTest:
             respond(kSelfTestPassed);
@@ -209,28 +238,43 @@ void I8042::controller_command(std::uint8_t command, bool& reset) {
         case kCmdReadOutputPort: {
             // The buffer-full lines are live signals, not stored bits.
             std::uint8_t port = output_port_ & ~(kOutputPortKeyboardFull | kOutputPortAuxFull);
-            if (output_buffer_) {
+            if (output_holds(Port::Keyboard)) {
                 port |= kOutputPortKeyboardFull;
+            }
+            if (output_holds(Port::Aux)) {
+                port |= kOutputPortAuxFull;
             }
             respond(port);
             break;
         }
         default:
-            // Aux-port and vendor commands: no such hardware here.
+            // Password, input-port and vendor commands: no such hardware here.
             break;
         }
     }
 }
 
 void I8042::controller_data(std::uint8_t command, std::uint8_t value, bool& reset) {
-    if (command == kCmdWriteOutputPort) {
+    switch (command) {
+    case kCmdWriteOutputPort:
         output_port_ = value;
         if ((value & kOutputPortResetInactive) == 0) {
             reset = true;
         }
-        return;
+        break;
+    case kCmdWriteKeyboardOutput:
+        respond(value, Port::Keyboard);
+        break;
+    case kCmdWriteAuxOutput:
+        respond(value, Port::Aux);
+        break;
+    case kCmdWriteAux:
+        aux_command();
+        break;
+    default:
+        ram_[command - kCmdWriteRamFirst] = value;
+        break;
     }
-    ram_[command - kCmdWriteRamFirst] = value;
 }
 
 void I8042::keyboard_command(std::uint8_t value) {
@@ -292,32 +336,56 @@ void I8042::keyboard_reply(std::initializer_list<std::uint8_t> bytes) {
     }
 }
 
-void I8042::respond(std::uint8_t byte) {
-    controller_reply_ = byte;
+void I8042::aux_command() {
+    // Writing to the aux device re-enables its interface, as writing to the
+    // keyboard does. No mouse takes the byte, whatever it is (see kAuxNoDevice).
+    ram_[0] &= static_cast<std::uint8_t>(~kCommandByteAuxDisabled);
+    if (aux_queue_.size() < kAuxBufferSize) {
+        aux_queue_.push_back(kAuxNoDevice);
+    }
+}
+
+void I8042::respond(std::uint8_t byte, Port port) {
+    controller_reply_ = OutputByte{byte, port};
 }
 
 bool I8042::translating() const {
     return (ram_[0] & kCommandByteTranslate) != 0;
 }
 
+bool I8042::output_holds(Port port) const {
+    return output_buffer_ && output_buffer_->port == port;
+}
+
 void I8042::fill_output_buffer() {
     if (output_buffer_) {
         return;
     }
+    // A disabled interface holds its device's bytes back; the keyboard goes
+    // first when both have some, which only matters for the order in which
+    // they are read: each side keeps its own bytes in order.
     if (controller_reply_) {
         output_buffer_ = controller_reply_;
         controller_reply_.reset();
     } else if (!(ram_[0] & kCommandByteKeyboardDisabled) && !keyboard_queue_.empty()) {
-        output_buffer_ = keyboard_queue_.front();
+        output_buffer_ = OutputByte{keyboard_queue_.front(), Port::Keyboard};
         keyboard_queue_.pop_front();
+    } else if (!(ram_[0] & kCommandByteAuxDisabled) && !aux_queue_.empty()) {
+        output_buffer_ = OutputByte{aux_queue_.front(), Port::Aux};
+        aux_queue_.pop_front();
     }
 }
 
-void I8042::update_interrupt() {
-    const bool level = output_buffer_.has_value() && (ram_[0] & kCommandByteKeyboardInterrupt);
-    if (level != interrupt_level_) {
-        interrupt_level_ = level;
-        keyboard_interrupt_.set_level(level);
+void I8042::update_interrupts() {
+    keyboard_interrupt_.drive(output_holds(Port::Keyboard) &&
+                              (ram_[0] & kCommandByteKeyboardInterrupt));
+    aux_interrupt_.drive(output_holds(Port::Aux) && (ram_[0] & kCommandByteAuxInterrupt));
+}
+
+void I8042::DrivenLine::drive(bool high) {
+    if (high != level) {
+        level = high;
+        line.set_level(high);
     }
 }
 

@@ -120,7 +120,7 @@ struct Machine::Parts {
     memory::GuestMemory memory;
     sys::Fd serial_output;  // -1: stdout or nowhere
 
-    std::unique_ptr<KvmInterruptLine> serial_irq, keyboard_irq, sci;
+    std::unique_ptr<KvmInterruptLine> serial_irq, keyboard_irq, aux_irq, sci;
     std::shared_ptr<devices::Serial> serial;
     std::shared_ptr<devices::I8042> i8042;
     std::shared_ptr<devices::AcpiPm1EventBlock> pm_events;
@@ -263,6 +263,7 @@ void add_devices(Machine::Parts& parts) {
     auto& vm = parts.vm;
     parts.serial_irq = std::make_unique<KvmInterruptLine>(vm, layout::kSerialIrq);
     parts.keyboard_irq = std::make_unique<KvmInterruptLine>(vm, layout::kI8042KeyboardIrq);
+    parts.aux_irq = std::make_unique<KvmInterruptLine>(vm, layout::kI8042AuxIrq);
     parts.sci = std::make_unique<KvmInterruptLine>(vm, layout::kAcpiSciIrq);
 
     int output_fd = -1;
@@ -285,7 +286,7 @@ void add_devices(Machine::Parts& parts) {
                 parts.console->notify_drained();
             }
         });
-    parts.i8042 = std::make_shared<devices::I8042>(*parts.keyboard_irq,
+    parts.i8042 = std::make_shared<devices::I8042>(*parts.keyboard_irq, *parts.aux_irq,
                                                    [&parts] { parts.end({0, "the guest reset the machine"}); });
     parts.pm_events = std::make_shared<devices::AcpiPm1EventBlock>(*parts.sci);
     auto pm_control = std::make_shared<devices::AcpiPm1ControlBlock>(

@@ -48,6 +48,7 @@ inline constexpr std::uint8_t kSerialIrq = 4;
 inline constexpr std::uint16_t kI8042DataPort = 0x60;
 inline constexpr std::uint16_t kI8042CommandPort = 0x64;
 inline constexpr std::uint8_t kI8042KeyboardIrq = 1;
+inline constexpr std::uint8_t kI8042AuxIrq = 12;  // the PS/2 mouse port
 inline constexpr std::uint16_t kCmosPort = 0x70;
 inline constexpr std::uint8_t kIoapicPins = 24;
 

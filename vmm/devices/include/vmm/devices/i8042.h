@@ -23,10 +23,12 @@ namespace vmm::devices {
 // and never reach this device.
 //
 // Modelled: the status register, controller RAM (the command byte at address
-// 0), self-test and interface test, keyboard/aux enable bits, the output port
+// 0), self-test and interface tests, keyboard/aux enable bits, the output port
 // and CPU-reset pulses, and the keyboard's replies to the commands Linux's
-// atkbd sends. Not modelled: the aux (mouse) port; boot Linux with
-// `i8042.noaux`, or its probe waits for aux replies that never come (~1 s).
+// atkbd sends. The aux (PS/2 mouse) port exists with no mouse plugged in: it
+// answers the loopback (0xd3) and interface test (0xa9) Linux's i8042 probe
+// runs, raises IRQ 12 for bytes from the aux side, and rejects every byte sent
+// to the mouse at once, so neither the probe nor psmouse waits for timeouts.
 // Only scan code set 2 exists, delivered as set 1 while the command byte asks
 // the controller to translate.
 class I8042 final : public PioDevice {
@@ -35,10 +37,11 @@ public:
     static constexpr std::uint16_t kCommandOffset = 4;
     static constexpr std::uint16_t kPortSpan = 5;
 
-    // `keyboard_interrupt` is IRQ 1. `on_reset` is called on the vCPU thread,
-    // without the controller's lock held, when the guest pulses the CPU reset
-    // line.
-    I8042(InterruptLine& keyboard_interrupt, std::function<void()> on_reset);
+    // `keyboard_interrupt` is IRQ 1 and `aux_interrupt` IRQ 12. `on_reset` is
+    // called on the vCPU thread, without the controller's lock held, when the
+    // guest pulses the CPU reset line.
+    I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
+          std::function<void()> on_reset);
 
     void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
@@ -50,37 +53,57 @@ public:
     bool request_ctrl_alt_del();
 
 private:
+    // The side of the controller a byte in the output buffer belongs to: the
+    // status register tells the guest, and it decides the interrupt (1 or 12).
+    enum class Port : std::uint8_t { Keyboard, Aux };
+    struct OutputByte {
+        std::uint8_t value;
+        Port port;
+    };
+    // One interrupt wire and the level last driven on it, so that only
+    // changes reach the interrupt controller.
+    struct DrivenLine {
+        InterruptLine& line;
+        bool level = false;
+        void drive(bool high);
+    };
+
     std::uint8_t read_register(std::uint16_t offset);
     void write_register(std::uint16_t offset, std::uint8_t value, bool& reset);
     void controller_command(std::uint8_t command, bool& reset);
     void controller_data(std::uint8_t command, std::uint8_t value, bool& reset);
     void keyboard_command(std::uint8_t value);
     void keyboard_reply(std::initializer_list<std::uint8_t> bytes);
-    void respond(std::uint8_t byte);
+    void aux_command();
+    void respond(std::uint8_t byte, Port port = Port::Keyboard);
     bool translating() const;
+    bool output_holds(Port port) const;
     void fill_output_buffer();
-    void update_interrupt();
+    void update_interrupts();
 
-    InterruptLine& keyboard_interrupt_;
+    DrivenLine keyboard_interrupt_;
+    DrivenLine aux_interrupt_;
     const std::function<void()> on_reset_;
 
     std::mutex mutex_;
     std::array<std::uint8_t, 32> ram_{};  // ram_[0] is the command byte
     std::uint8_t output_port_;
     // What the guest reads at the data port next; OBF is set while it holds one.
-    std::optional<std::uint8_t> output_buffer_;
+    std::optional<OutputByte> output_buffer_;
     std::uint8_t last_output_ = 0;
-    // A controller reply goes ahead of keyboard bytes still in flight.
-    std::optional<std::uint8_t> controller_reply_;
+    // A controller reply goes ahead of keyboard and aux bytes still in flight.
+    std::optional<OutputByte> controller_reply_;
     std::deque<std::uint8_t> keyboard_queue_;
+    // What the aux side has to say: with no mouse, only the controller's
+    // rejection of each byte the guest sent to it.
+    std::deque<std::uint8_t> aux_queue_;
     // A command written to the command port that takes its argument from the
-    // data port (0x60-0x7f, 0xd1); 0 when none.
+    // data port (0x60-0x7f, 0xd1-0xd4); 0 when none.
     std::uint8_t controller_command_awaiting_data_ = 0;
     // A keyboard command that takes an argument byte (0xed, 0xf0, 0xf3); 0 when none.
     std::uint8_t keyboard_command_awaiting_data_ = 0;
     bool last_write_was_command_ = false;
     bool keyboard_scanning_ = true;
-    bool interrupt_level_ = false;
 };
 
 }  // namespace vmm::devices
