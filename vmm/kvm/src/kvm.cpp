@@ -55,6 +55,13 @@ KvmVm Kvm::create_vm() {
     return KvmVm(std::move(vm), static_cast<std::size_t>(run_size));
 }
 
+namespace {
+
+constexpr std::uint32_t kCpuidLeafFeatures = 0x1;
+constexpr std::uint32_t kCpuidTscDeadlineBit = 1u << 24;  // leaf 0x1 ECX
+
+}  // namespace
+
 std::vector<CpuidEntry> Kvm::supported_cpuid() const {
     // Grow the buffer until KVM stops answering E2BIG.
     for (std::size_t capacity = 128;; capacity *= 2) {
@@ -62,6 +69,13 @@ std::vector<CpuidEntry> Kvm::supported_cpuid() const {
         if (::ioctl(fd_.get(), detail::kGetSupportedCpuid, cpuid.data()) == 0) {
             std::vector<CpuidEntry> entries(cpuid.header()->count);
             std::memcpy(entries.data(), cpuid.entries(), entries.size() * sizeof(kvm_cpuid_entry2));
+            if (check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0) {
+                for (CpuidEntry& entry : entries) {
+                    if (entry.function == kCpuidLeafFeatures) {
+                        entry.ecx |= kCpuidTscDeadlineBit;
+                    }
+                }
+            }
             return entries;
         }
         if (errno != E2BIG || capacity > 4096) {
