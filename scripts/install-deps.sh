@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake ninja-build pkg-config
     linux-libc-dev liburing-dev libnl-3-dev libnl-route-3-dev
-    nlohmann-json3-dev libcli11-dev
+    nlohmann-json3-dev libcli11-dev liblzma-dev zlib1g-dev libzstd-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     qemu-system-x86 linux-image-amd64 busybox-static cpio iproute2 python3 bc
 )

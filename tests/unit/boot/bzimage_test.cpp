@@ -54,6 +54,24 @@ TEST(BzImage, DecodesTheSetupHeader) {
                            bytes.begin() + 0x1f1));
 }
 
+TEST(BzImage, GivesTheCompressedPayloadInsideTheKernel) {
+    FakeBzImage fake;
+    fake.payload_offset = 0x180;
+    fake.payload_length = 0x2000;
+    const BzImage image = parse(fake);
+    ASSERT_EQ(image.payload().size(), 0x2000u);
+    EXPECT_EQ(image.payload().data(), image.kernel().data() + 0x180);
+
+    fake.put_payload({1, 2, 3, 4, 5});
+    const BzImage carrying = parse(fake);
+    EXPECT_THAT(std::vector<std::uint8_t>(carrying.payload().begin(), carrying.payload().end()),
+                ::testing::ElementsAre(1, 2, 3, 4, 5));
+    // The payload may end exactly where the protected-mode kernel does.
+    fake = FakeBzImage{};
+    fake.payload_offset = 0x2000;
+    EXPECT_EQ(parse(fake).payload().size(), 0x1000u);
+}
+
 TEST(BzImage, SetupSectsZeroMeansFour) {
     FakeBzImage fake;
     fake.setup_sects = 0;

@@ -1,10 +1,13 @@
 #pragma once
 
 // Builds small synthetic bzImages: a setup header with chosen fields, and a
-// protected-mode kernel filled with a recognisable pattern.
+// protected-mode kernel filled with a recognisable pattern, or carrying a
+// given compressed payload.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace vmm::boot::testing {
@@ -24,6 +27,18 @@ struct FakeBzImage {
     std::uint32_t cmdline_size = 255;
     std::uint32_t payload_offset = 0x100;
     std::uint32_t payload_length = 0x1000;
+    // Written at payload_offset over the pattern, when not empty.
+    std::vector<std::uint8_t> payload;
+
+    // Carries `bytes` as the compressed payload: sets payload_length, and
+    // grows kernel_size (a multiple of 16: syssize counts 16-byte units) to
+    // hold it and code behind it, where a real image has the decompressor's.
+    void put_payload(std::vector<std::uint8_t> bytes) {
+        payload = std::move(bytes);
+        payload_length = static_cast<std::uint32_t>(payload.size());
+        const std::uint32_t needed = (payload_offset + payload_length + 0x100 + 15) & ~15u;
+        kernel_size = std::max(kernel_size, needed);
+    }
 
     std::uint64_t kernel_offset() const { return ((setup_sects == 0 ? 4u : setup_sects) + 1u) * 512u; }
 
@@ -50,6 +65,9 @@ struct FakeBzImage {
         put(0x260, init_size);
         for (std::size_t i = kernel_offset(); i < image.size(); ++i) {
             image[i] = static_cast<std::uint8_t>(i * 7 + 3);
+        }
+        if (payload_offset + payload.size() <= kernel_size) {
+            std::copy(payload.begin(), payload.end(), image.begin() + kernel_offset() + payload_offset);
         }
         return image;
     }

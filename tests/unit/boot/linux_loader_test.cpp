@@ -9,11 +9,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "fake_bzimage.h"
+#include "fake_elf_kernel.h"
+#include "vmm/boot/elf_kernel.h"
+#include "vmm/boot/kernel_unpack.h"
 #include "vmm/boot/layout.h"
 #include "vmm/boot/memory_map.h"
 
@@ -23,6 +27,8 @@ namespace {
 using ::testing::StrEq;
 using ::testing::ThrowsMessage;
 using testing::FakeBzImage;
+using testing::FakeElfKernel;
+using testing::FakeElfSegment;
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
@@ -212,6 +218,181 @@ TEST_F(LinuxLoader, RejectsAKernelLargerThanRam) {
                           "0x1000000")));
 }
 
+bool filled_with(const memory::GuestMemory& memory, std::uint64_t address, std::size_t length, std::uint8_t byte) {
+    const auto bytes = memory.read_span(address, length);
+    return std::all_of(bytes.begin(), bytes.end(), [&](std::uint8_t value) { return value == byte; });
+}
+
+// Each loadable segment's file bytes at its physical address, zeroes for the
+// rest of its memory size, and memory just behind it untouched (0xff).
+void expect_segments_loaded(const memory::GuestMemory& memory, const FakeElfKernel& fake) {
+    for (const FakeElfSegment& segment : fake.segments) {
+        if (segment.type != PT_LOAD || segment.memory_size == 0) {
+            continue;
+        }
+        SCOPED_TRACE("segment at " + std::to_string(segment.address));
+        const std::vector<std::uint8_t> contents = segment.contents();
+        const auto loaded = memory.read_span(segment.address, contents.size());
+        EXPECT_TRUE(std::equal(loaded.begin(), loaded.end(), contents.begin()));
+        EXPECT_TRUE(
+            filled_with(memory, segment.address + segment.file_size, segment.memory_size - segment.file_size, 0));
+        EXPECT_TRUE(filled_with(memory, segment.address + segment.memory_size, 0x100, 0xff));
+    }
+}
+
+// 32 MiB of guest RAM from address 0, filled with 0xff so that the zeroes
+// the loader writes (bss, boot_params) show.
+class ElfLoader : public ::testing::Test {
+protected:
+    ElfLoader() : buffer_(32 * kMiB, 0xff), memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
+
+    static ElfKernel kernel(const std::vector<std::uint8_t>& file) { return ElfKernel::parse(file, file.size(), "/k"); }
+
+    template <typename T>
+    T boot_param(std::size_t offset) {
+        return memory_.read_object<T>(layout::kBootParamsAddress + offset);
+    }
+
+    std::vector<std::uint8_t> buffer_;
+    memory::GuestMemory memory_;
+};
+
+TEST_F(ElfLoader, LoadsSegmentsAtTheirPhysicalAddresses) {
+    FakeElfKernel fake;
+    fake.trailing_junk = 0x100;
+    const std::vector<std::uint8_t> file = fake.bytes();
+    const std::vector<std::uint8_t> initrd = pattern(5000, 1);
+    const BootInfo info = load_linux(memory_, kernel(file), file, initrd, "console=ttyS0 reboot=k");
+
+    EXPECT_EQ(info.entry_point, 0x1000000u);
+    EXPECT_EQ(info.boot_params_address, layout::kBootParamsAddress);
+    EXPECT_EQ(info.kernel_end, 0x1402000u);
+    EXPECT_EQ(info.initrd_address, 32 * kMiB - 0x2000);
+    EXPECT_EQ(info.initrd_size, 5000u);
+
+    expect_segments_loaded(memory_, fake);
+    // Between the segments nothing is written.
+    EXPECT_TRUE(filled_with(memory_, 0x1001000, 0x1ff000, 0xff));
+    EXPECT_TRUE(filled_with(memory_, layout::kKernelLoadAddress, 0x100000, 0xff));
+    const auto cmdline = memory_.read_span(layout::kCmdlineAddress, 23);
+    EXPECT_EQ(std::string(cmdline.begin(), cmdline.end()), std::string("console=ttyS0 reboot=k", 23));
+    const auto placed = memory_.read_span(info.initrd_address, initrd.size());
+    EXPECT_TRUE(std::equal(placed.begin(), placed.end(), initrd.begin()));
+}
+
+TEST_F(ElfLoader, FillsBootParamsAsABzImageOfTheKernelWould) {
+    const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
+    const BootInfo info = load_linux(memory_, kernel(file), file, pattern(5000, 1), "console=ttyS0");
+
+    // The setup header fields the kernel reads...
+    EXPECT_EQ(boot_param<std::uint16_t>(0x1fe), 0xaa55);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x202), 0x53726448u);
+    EXPECT_EQ(boot_param<std::uint16_t>(0x206), 0x020f);
+    EXPECT_EQ(boot_param<std::uint16_t>(0x236), kXlfKernel64);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x238), 2047u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x22c), 0x7fffffffu);
+    // ...with no setup code, decompressor or relocation behind them...
+    EXPECT_EQ(boot_param<std::uint8_t>(0x1f1), 0);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x1f4), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x230), 0u);
+    EXPECT_EQ(boot_param<std::uint8_t>(0x234), 0);
+    EXPECT_EQ(boot_param<std::uint64_t>(0x258), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x260), 0u);
+    EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress + 0x264, 0x290 - 0x264, 0));
+    // ...and what the loader fills in, as for a bzImage.
+    EXPECT_EQ(boot_param<std::uint8_t>(0x210), 0xff);
+    EXPECT_EQ(boot_param<std::uint8_t>(0x211), kLoadedHigh);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x228), layout::kCmdlineAddress);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c8), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x218), info.initrd_address);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 5000u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c0), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x0c4), 0u);
+    EXPECT_EQ(boot_param<std::uint64_t>(0x070), layout::kAcpiRsdpAddress);
+    EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress, 0x070, 0));
+
+    ASSERT_EQ(boot_param<std::uint8_t>(0x1e8), 3);
+    const std::uint64_t expected[3][3] = {{0, 0x9fc00, 1}, {0x9fc00, 0x60400, 2}, {0x100000, 31 * kMiB, 1}};
+    for (std::size_t i = 0; i < 3; ++i) {
+        const std::size_t entry = 0x2d0 + i * 20;
+        EXPECT_EQ(boot_param<std::uint64_t>(entry), expected[i][0]) << "entry " << i;
+        EXPECT_EQ(boot_param<std::uint64_t>(entry + 8), expected[i][1]) << "entry " << i;
+        EXPECT_EQ(boot_param<std::uint32_t>(entry + 16), expected[i][2]) << "entry " << i;
+    }
+    EXPECT_EQ(memory_.read_object<std::uint64_t>(layout::kPml4Address), layout::kPdptAddress | 0x3);
+}
+
+TEST_F(ElfLoader, WithoutInitrdLeavesRamdiskFieldsZero) {
+    const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
+    const BootInfo info = load_linux(memory_, kernel(file), file, {}, "");
+    EXPECT_EQ(info.initrd_address, 0u);
+    EXPECT_EQ(info.initrd_size, 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x218), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 0u);
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
+}
+
+TEST_F(ElfLoader, PlacesTheInitrdAtOrAboveTheKernelsEnd) {
+    const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
+    const std::uint64_t room = 32 * kMiB - 0x1402000;
+    const BootInfo info = load_linux(memory_, kernel(file), file, std::vector<std::uint8_t>(room, 0x11), "");
+    EXPECT_EQ(info.initrd_address, 0x1402000u);
+    // Right behind the bss, which stays zero.
+    EXPECT_TRUE(filled_with(memory_, 0x1400400, 0x1c00, 0));
+    EXPECT_TRUE(filled_with(memory_, 0x1402000, room, 0x11));
+
+    EXPECT_THAT([&] { load_linux(memory_, kernel(file), file, std::vector<std::uint8_t>(room + 1), ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("initrd of 12574721 bytes does not fit between the kernel's end at 0x1402000 and "
+                          "0x2000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+}
+
+TEST_F(ElfLoader, RejectsSegmentsPastTheEndOfRamAndWritesNothing) {
+    FakeElfKernel fake;
+    fake.segments[3].address = 0x1fff000;  // its bss ends at 0x2001000
+    const std::vector<std::uint8_t> file = fake.bytes();
+    EXPECT_THAT([&] { load_linux(memory_, kernel(file), file, {}, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel /k: segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at "
+                          "0x2000000")));
+    EXPECT_TRUE(filled_with(memory_, 0x1000000, 0x1000, 0xff));
+    EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress, 0x1000, 0xff));
+    EXPECT_TRUE(filled_with(memory_, layout::kCmdlineAddress, 0x1000, 0xff));
+}
+
+TEST_F(LinuxLoader, RejectsAnElfKernelAboveTheEndOfRam) {
+    // vmlinux starts at 16 MiB, where this RAM ends.
+    const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
+    EXPECT_THAT([&] { load_linux(memory_, ElfKernel::parse(file, file.size(), "/k"), file, {}, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel /k: segments from 0x1000000 to 0x1402000 run past the end of RAM below 4 GiB at "
+                          "0x1000000")));
+}
+
+TEST_F(ElfLoader, RejectsACommandLineLongerThan2047Bytes) {
+    const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
+    EXPECT_THAT([&] { load_linux(memory_, kernel(file), file, {}, std::string(2048, 'a')); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("command line of 2048 bytes is longer than the 2047 bytes kernel /k accepts")));
+    EXPECT_TRUE(filled_with(memory_, layout::kCmdlineAddress, 0x1000, 0xff));
+    load_linux(memory_, kernel(file), file, {}, std::string(2047, 'a'));
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress + 2046), 'a');
+    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress + 2047), 0);
+}
+
+TEST_F(ElfLoader, RejectsBytesShorterThanTheElfFile) {
+    FakeElfKernel fake;
+    fake.trailing_junk = 0x100;
+    const std::vector<std::uint8_t> file = fake.bytes();
+    const ElfKernel parsed = kernel(file);
+    EXPECT_THAT([&] { load_linux(memory_, parsed, std::span(file).first(parsed.file_end() - 1), {}, ""); },
+                ThrowsMessage<std::invalid_argument>(StrEq("kernel /k: 8383 bytes given for an ELF file of 8384")));
+    EXPECT_TRUE(filled_with(memory_, 0x1000000, 0x1000, 0xff));
+    // The junk behind the ELF file is not needed.
+    load_linux(memory_, parsed, std::span(file).first(parsed.file_end()), {}, "");
+    expect_segments_loaded(memory_, fake);
+}
+
 TEST(LinuxLoaderRam, RejectsRamWithoutTheKernelLoadAddress) {
     std::vector<std::uint8_t> buffer(512 * 1024);
     memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
@@ -301,6 +482,88 @@ TEST_F(LoadFromFiles, NamesTheInitrdThatFails) {
                           "0x300000 and 0x1000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
 }
 
+TEST_F(LoadFromFiles, ReadsAnElfKernelAndInitrd) {
+    std::vector<std::uint8_t> buffer(32 * kMiB, 0xff);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    FakeElfKernel fake;
+    // Far beyond the head the loader reads first, before the section headers.
+    fake.segments[1].offset = 0x30000;
+    fake.section_header_offset = 0x30800;
+    fake.trailing_junk = 0x1000;
+    const std::string kernel = write_file("vmlinux", fake.bytes());
+    const std::vector<std::uint8_t> initrd_bytes = pattern(10000, 5);
+    const std::string initrd = write_file("initrd", initrd_bytes);
+
+    const BootInfo info = load_linux(memory, kernel, initrd, "quiet");
+    EXPECT_EQ(info.entry_point, 0x1000000u);
+    EXPECT_EQ(info.kernel_end, 0x1402000u);
+    EXPECT_EQ(info.initrd_address, 32 * kMiB - 0x3000);
+    EXPECT_EQ(info.initrd_size, 10000u);
+    expect_segments_loaded(memory, fake);
+    const auto placed = memory.read_span(info.initrd_address, initrd_bytes.size());
+    EXPECT_TRUE(std::equal(placed.begin(), placed.end(), initrd_bytes.begin()));
+    EXPECT_EQ(memory.read_object<std::uint16_t>(layout::kBootParamsAddress + 0x206), 0x020f);
+    EXPECT_EQ(memory.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x238), 2047u);
+    EXPECT_EQ(memory.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x218), info.initrd_address);
+}
+
+TEST_F(LoadFromFiles, NamesTheElfKernelThatFails) {
+    std::vector<std::uint8_t> buffer(32 * kMiB);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    FakeElfKernel shared_object;
+    shared_object.type = ET_DYN;
+    const std::string dynamic = write_file("dynamic", shared_object.bytes());
+    EXPECT_THAT([&] { load_linux(memory, dynamic, "", ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel " + dynamic + ": ELF file of type 3, not an executable (ET_EXEC) like vmlinux")));
+
+    const std::string stub = write_file("stub", {0x7f, 'E', 'L', 'F'});
+    EXPECT_THAT(
+        [&] { load_linux(memory, stub, "", ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq("kernel " + stub + ": too small for an ELF header (4 bytes)")));
+
+    // The program header table has to be in the head read before parsing.
+    FakeElfKernel late_headers;
+    late_headers.program_header_offset = ElfKernel::kHeadSize;
+    const std::string late = write_file("late", late_headers.bytes());
+    EXPECT_THAT(
+        [&] { load_linux(memory, late, "", ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "kernel " + late + ": program header table at 0x10000 lies beyond the first 65536 bytes of the file")));
+
+    FakeElfKernel too_high;
+    too_high.segments[3].address = 0x1fff000;
+    const std::string high = write_file("high", too_high.bytes());
+    EXPECT_THAT([&] { load_linux(memory, high, "", ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel " + high +
+                          ": segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at 0x2000000")));
+
+    const std::string kernel = write_file("vmlinux", FakeElfKernel{}.bytes());
+    const std::string huge = write_file("huge", std::vector<std::uint8_t>(32 * kMiB - 0x1402000 + 1));
+    EXPECT_THAT([&] { load_linux(memory, kernel, huge, ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("initrd " + huge +
+                          ": initrd of 12574721 bytes does not fit between the kernel's end at 0x1402000 and 0x2000000 "
+                          "(the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+}
+
+TEST_F(LoadFromFiles, TakesWhatIsNotElfForABzImage) {
+    std::vector<std::uint8_t> buffer(16 * kMiB);
+    memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
+    const std::string other = write_file("other", pattern(4096, 9));
+    EXPECT_THAT([&] { load_linux(memory, other, "", ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel " + other + ": not a bzImage (no 0x55AA boot flag at 0x1fe)")));
+    // Too short for the ELF magic, it is a (too small) bzImage.
+    const std::string stub = write_file("stub", {0x7f, 'E', 'L'});
+    EXPECT_THAT([&] { load_linux(memory, stub, "", ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel " + stub + ": too small for a bzImage (3 bytes, the setup header alone needs 612)")));
+    EXPECT_THAT([&] { load_linux(memory, "/nonexistent/vmlinux", "", ""); },
+                ThrowsMessage<std::system_error>(StrEq("open kernel /nonexistent/vmlinux: No such file or directory")));
+}
+
 std::string first_match(const char* pattern) {
     glob_t found{};
     std::string path;
@@ -334,6 +597,37 @@ TEST(LoadDistributionKernel, LoadsTheHostsKernelAndInitrd) {
         EXPECT_LE(info.initrd_address + info.initrd_size, 256 * kMiB);
         EXPECT_EQ(info.initrd_address % 4096, 0u);
     }
+}
+
+TEST_F(LoadFromFiles, LoadsTheHostsKernelUnpacked) {
+    const std::string bzimage = first_match("/boot/vmlinuz-*");
+    if (bzimage.empty()) {
+        GTEST_SKIP() << "no /boot/vmlinuz-* on this machine";
+    }
+    const std::vector<std::uint8_t> unpacked = unpack_bzimage(BzImage::read(bzimage));
+    const ElfKernel kernel = ElfKernel::parse(unpacked, unpacked.size(), bzimage + " (unpacked)");
+    EXPECT_EQ(kernel.file_end(), unpacked.size());
+
+    memory::GuestMemory from_bytes = memory::GuestMemory::allocate(ram_layout(256 * kMiB));
+    const BootInfo info = load_linux(from_bytes, kernel, unpacked, {}, "console=ttyS0");
+    EXPECT_EQ(info.entry_point, 0x1000000u);
+    EXPECT_GT(info.kernel_end, 16 * kMiB);
+    EXPECT_EQ(from_bytes.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x202), 0x53726448u);
+    for (const ElfSegment& segment : kernel.segments()) {
+        const auto loaded = from_bytes.read_span(segment.address, segment.file_size);
+        EXPECT_TRUE(std::equal(loaded.begin(), loaded.end(), unpacked.begin() + segment.file_offset))
+            << "segment at " << segment.address;
+    }
+
+    // The same kernel from a file, as unpack-kernel writes it, loads the same.
+    const std::string vmlinux = write_file("host_vmlinux", unpacked);
+    memory::GuestMemory from_file = memory::GuestMemory::allocate(ram_layout(256 * kMiB));
+    const BootInfo file_info = load_linux(from_file, vmlinux, "", "console=ttyS0");
+    EXPECT_EQ(file_info.entry_point, info.entry_point);
+    EXPECT_EQ(file_info.kernel_end, info.kernel_end);
+    const auto expected = from_bytes.read_span(kernel.start(), kernel.end() - kernel.start());
+    const auto actual = from_file.read_span(kernel.start(), kernel.end() - kernel.start());
+    EXPECT_TRUE(std::equal(actual.begin(), actual.end(), expected.begin()));
 }
 
 }  // namespace

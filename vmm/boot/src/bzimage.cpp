@@ -116,6 +116,8 @@ BzImage BzImage::parse(std::vector<std::uint8_t> bytes, std::string name) {
     image.bytes_ = std::move(bytes);
     image.header_ = header;
     image.kernel_size_ = kernel_size;
+    image.payload_offset_ = payload_offset;
+    image.payload_length_ = payload_length;
     image.header_end_ = header_end;
     return image;
 }
@@ -124,6 +126,10 @@ std::uint64_t BzImage::kernel_offset() const noexcept { return (header_.setup_se
 
 std::span<const std::uint8_t> BzImage::kernel() const noexcept {
     return std::span<const std::uint8_t>(bytes_).subspan(kernel_offset(), kernel_size_);
+}
+
+std::span<const std::uint8_t> BzImage::payload() const noexcept {
+    return kernel().subspan(payload_offset_, payload_length_);
 }
 
 std::span<const std::uint8_t> BzImage::setup_header_bytes() const noexcept {

@@ -30,11 +30,12 @@ std::uint64_t file_size(const sys::Fd& fd, const std::string& what, const std::s
     return static_cast<std::uint64_t>(info.st_size);
 }
 
-void read_exact(const sys::Fd& fd, std::span<std::uint8_t> out, const std::string& what,
-                const std::string& path) {
+void read_exact_at(const sys::Fd& fd, std::uint64_t offset, std::span<std::uint8_t> out, const std::string& what,
+                   const std::string& path) {
     std::size_t done = 0;
     while (done < out.size()) {
-        ssize_t got = ::pread(fd.get(), out.data() + done, out.size() - done, static_cast<off_t>(done));
+        ssize_t got =
+            ::pread(fd.get(), out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
         if (got < 0 && errno == EINTR) {
             continue;
         }
@@ -43,10 +44,15 @@ void read_exact(const sys::Fd& fd, std::span<std::uint8_t> out, const std::strin
         }
         if (got == 0) {
             throw std::runtime_error("read " + what + " " + path + ": file shrank to " +
-                                     std::to_string(done) + " bytes while being read");
+                                     std::to_string(offset + done) + " bytes while being read");
         }
         done += static_cast<std::size_t>(got);
     }
+}
+
+void read_exact(const sys::Fd& fd, std::span<std::uint8_t> out, const std::string& what,
+                const std::string& path) {
+    read_exact_at(fd, 0, out, what, path);
 }
 
 std::vector<std::uint8_t> read_whole_file(const std::string& what, const std::string& path) {

@@ -80,7 +80,7 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
 
     CLI::App app{"vmm: runs one virtual machine on /dev/kvm"};
     app.set_version_flag("--version", "vmm 0.1");
-    app.add_option("--kernel", config.kernel, "Linux bzImage to boot")->required();
+    app.add_option("--kernel", config.kernel, "Linux kernel to boot: a bzImage, or the uncompressed ELF vmlinux that unpack-kernel takes out of one (boots faster)")->required();
     app.add_option("--initrd", config.initrd, "initial ramdisk");
     app.add_option("--cmdline", config.cmdline, "kernel command line")->capture_default_str();
     app.add_option("--cpus", config.cpus, "number of vCPUs")->capture_default_str();

@@ -47,6 +47,9 @@ public:
     std::uint64_t kernel_offset() const noexcept;
     // The protected-mode kernel, which is loaded at layout::kKernelLoadAddress.
     std::span<const std::uint8_t> kernel() const noexcept;
+    // The compressed kernel inside kernel(): the vmlinux ELF file, then the
+    // kernel's relocation table, compressed as one stream.
+    std::span<const std::uint8_t> payload() const noexcept;
     // The setup header as the file has it, from 0x1f1 to its end (0x202 plus
     // the byte at 0x201): what boot_params starts from.
     std::span<const std::uint8_t> setup_header_bytes() const noexcept;
@@ -58,6 +61,8 @@ private:
     std::vector<std::uint8_t> bytes_;
     SetupHeader header_{};
     std::uint64_t kernel_size_ = 0;
+    std::uint64_t payload_offset_ = 0;  // within kernel()
+    std::uint64_t payload_length_ = 0;
     std::uint64_t header_end_ = 0;
 };
 
