@@ -583,7 +583,7 @@ TEST(LoadDistributionKernel, LoadsTheHostsKernelAndInitrd) {
     if (!initrd.empty() && ::access(initrd.c_str(), R_OK) != 0) {
         initrd.clear();
     }
-    // memfd-backed and touched only where written, so 256 MiB costs little.
+    // MAP_NORESERVE and touched only where written, so 256 MiB costs little.
     memory::GuestMemory memory = memory::GuestMemory::allocate(ram_layout(256 * kMiB));
     const BootInfo info = load_linux(memory, kernel, initrd, "console=ttyS0");
 

@@ -24,10 +24,20 @@ GuestMemory two_regions() {
 TEST(GuestMemory, AllocatedMemoryIsZeroAndWritable) {
     auto memory = two_regions();
     EXPECT_EQ(memory.total_size(), 6 * kPageSize);
-    EXPECT_GE(memory.memfd(), 0);
     EXPECT_EQ(memory.read_object<std::uint64_t>(0x1000), 0u);
     memory.write_object<std::uint64_t>(0x100008, 0x1122334455667788);
     EXPECT_EQ(memory.read_object<std::uint64_t>(0x100008), 0x1122334455667788u);
+}
+
+TEST(GuestMemory, RegionsStartOnHugePageBoundaries) {
+    // So that KVM can map them with 2 MiB pages.
+    const RegionLayout layout[] = {{0, 3 * kPageSize}, {0x100000000, 5 << 20}};
+    auto memory = GuestMemory::allocate(layout);
+    for (const auto& region : memory.regions()) {
+        EXPECT_EQ(reinterpret_cast<std::uintptr_t>(region.host) % (2 << 20), 0u) << region.start;
+    }
+    memory.write_object<std::uint64_t>(0x100000000 + (5 << 20) - 8, 42);
+    EXPECT_EQ(memory.read_object<std::uint64_t>(0x100000000 + (5 << 20) - 8), 42u);
 }
 
 TEST(GuestMemory, AccessesOutsideRamAreRefused) {

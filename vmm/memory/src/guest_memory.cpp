@@ -17,6 +17,32 @@ using sys::hex;
 
 std::size_t bitmap_words(std::uint64_t size) { return (size / kPageSize + 63) / 64; }
 
+// KVM maps guest memory with 2 MiB pages where the host backs it with
+// transparent huge pages and the guest and host addresses agree modulo 2 MiB.
+constexpr std::uint64_t kHugePageSize = 2ull << 20;
+
+// `size` bytes of zeroed anonymous memory starting on a 2 MiB boundary,
+// advised for transparent huge pages: one fault per 2 MiB instead of 512 and
+// fewer TLB misses for the guest, as QEMU's RAM gets. MAP_NORESERVE: what the
+// guest never touches costs nothing. The range lies inside a larger
+// PROT_NONE reservation (appended to `mappings`, which owns it) that makes
+// the alignment possible.
+std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, std::uint64_t size) {
+    sys::Mapping reservation = sys::Mapping::map("guest RAM reservation", size + kHugePageSize - kPageSize,
+                                                 PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    const auto start = reinterpret_cast<std::uintptr_t>(reservation.data());
+    void* aligned = reinterpret_cast<void*>((start + kHugePageSize - 1) & ~(kHugePageSize - 1));
+    if (::mmap(aligned, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+               0) == MAP_FAILED) {
+        sys::throw_errno("mmap guest RAM of " + std::to_string(size) + " bytes");
+    }
+    // Only advice: without transparent huge pages in the host kernel the
+    // guest runs on 4 KiB pages.
+    ::madvise(aligned, size, MADV_HUGEPAGE);
+    mappings.push_back(std::move(reservation));
+    return static_cast<std::uint8_t*>(aligned);
+}
+
 }  // namespace
 
 GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
@@ -29,21 +55,8 @@ GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
         }
         total += region.size;
     }
-    memory.memfd_ = sys::Fd(::memfd_create("guest-ram", MFD_CLOEXEC));
-    if (!memory.memfd_) {
-        sys::throw_errno("memfd_create guest-ram");
-    }
-    if (::ftruncate(memory.memfd_.get(), static_cast<off_t>(total)) != 0) {
-        sys::throw_errno("ftruncate guest-ram to " + std::to_string(total) + " bytes");
-    }
-    std::uint64_t offset = 0;
     for (const RegionLayout& region : layout) {
-        auto mapping = sys::Mapping::map("guest RAM", region.size, PROT_READ | PROT_WRITE,
-                                         MAP_SHARED | MAP_NORESERVE, memory.memfd_.get(),
-                                         static_cast<long>(offset));
-        memory.regions_.push_back({region.start, region.size, mapping.data()});
-        memory.mappings_.push_back(std::move(mapping));
-        offset += region.size;
+        memory.regions_.push_back({region.start, region.size, map_region(memory.mappings_, region.size)});
     }
     memory.init_dirty_bitmaps();
     return memory;

@@ -9,7 +9,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "vmm/sys/fd.h"
 #include "vmm/sys/mapping.h"
 
 namespace vmm::memory {
@@ -45,8 +44,9 @@ struct Region {
 // dirty bitmap of the VMM's own: KVM's dirty log only sees the guest's writes.
 class GuestMemory {
 public:
-    // Shared memory from one memfd (so it can be handed to another process or
-    // mapped twice), zero-filled, laid out as given.
+    // Anonymous memory, zero-filled, laid out as given; each region starts on
+    // a 2 MiB boundary and is backed by transparent huge pages where the host
+    // has them.
     static GuestMemory allocate(std::span<const RegionLayout> layout);
     // Over memory the caller owns and keeps alive (tests, plain buffers).
     static GuestMemory over(std::vector<Region> regions);
@@ -56,7 +56,6 @@ public:
 
     const std::vector<Region>& regions() const noexcept { return regions_; }
     std::uint64_t total_size() const noexcept;
-    int memfd() const noexcept { return memfd_.get(); }
 
     // The `length` bytes at `address`, which must lie inside one region;
     // throws GuestMemoryError otherwise.
@@ -94,7 +93,6 @@ private:
     void mark_dirty_in(std::size_t index, GuestAddress address, std::uint64_t length);
     void init_dirty_bitmaps();
 
-    sys::Fd memfd_;
     std::vector<sys::Mapping> mappings_;
     std::vector<Region> regions_;
     std::vector<std::unique_ptr<std::atomic<std::uint64_t>[]>> dirty_;
