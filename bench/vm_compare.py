@@ -6,9 +6,11 @@ sandbox only the ratios mean something.
 
   boot-time: process start -> first line printed by the guest's /init
              (VIM-GUEST-READY), for the vmm and for qemu-system-x86_64
-             -enable-kvm on microvm and q35 with the same memory and vCPUs.
-  memory:    the vmm's resident memory minus the guest RAM it has touched,
-             for a 1-vCPU 256 MiB guest sitting at its shell.
+             -enable-kvm on microvm and q35 with the same memory and vCPUs;
+             each booting the distribution's bzImage and the same kernel
+             unpacked to its ELF vmlinux (QEMU boots that through PVH).
+  memory:    the resident memory of the vmm, and of QEMU microvm, minus the
+             guest RAM touched, for a 1-vCPU 256 MiB guest at its shell.
 """
 import argparse
 import glob
@@ -30,17 +32,17 @@ def kernel():
     return kernels[-1]
 
 
-def vmm_command(build, initrd, cpus, memory_mib, mode):
-    return [os.path.join(build, "vmm", "vmm"), "--kernel", kernel(), "--initrd", initrd,
+def vmm_command(build, initrd, cpus, memory_mib, mode, kernel_path=None):
+    return [os.path.join(build, "vmm", "vmm"), "--kernel", kernel_path or kernel(), "--initrd", initrd,
             "--cpus", str(cpus), "--memory", f"{memory_mib}M",
             "--cmdline", f"{CMDLINE} guest.mode={mode}"]
 
 
-def qemu_command(machine, initrd, cpus, memory_mib, mode):
+def qemu_command(machine, initrd, cpus, memory_mib, mode, kernel_path=None):
     return ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-M", machine,
             "-smp", str(cpus), "-m", str(memory_mib), "-nodefaults", "-no-user-config",
             "-display", "none", "-serial", "stdio", "-no-reboot",
-            "-kernel", kernel(), "-initrd", initrd,
+            "-kernel", kernel_path or kernel(), "-initrd", initrd,
             "-append", f"{CMDLINE} guest.mode={mode}"]
 
 
@@ -67,10 +69,16 @@ def stop(process):
 
 
 def boot_time(args):
+    vmlinux = os.path.join(args.build, "tests", "guest", "vmlinux")
+    if not os.path.exists(vmlinux):
+        sys.exit(f"{vmlinux} is missing: build the guest_vmlinux target (unpack-kernel)")
     candidates = {
         "vmm": lambda: vmm_command(args.build, args.initrd, args.cpus, args.memory, "idle"),
+        "vmm-vmlinux": lambda: vmm_command(args.build, args.initrd, args.cpus, args.memory, "idle", vmlinux),
         "qemu-microvm": lambda: qemu_command("microvm", args.initrd, args.cpus, args.memory, "idle"),
         "qemu-q35": lambda: qemu_command("q35", args.initrd, args.cpus, args.memory, "idle"),
+        "qemu-microvm-pvh": lambda: qemu_command("microvm", args.initrd, args.cpus, args.memory, "idle", vmlinux),
+        "qemu-q35-pvh": lambda: qemu_command("q35", args.initrd, args.cpus, args.memory, "idle", vmlinux),
     }
     times = {name: [] for name in candidates}
     for _ in range(args.runs):
@@ -78,42 +86,56 @@ def boot_time(args):
             process, seconds = start_and_wait(command(), "VIM-GUEST-READY")
             stop(process)
             times[name].append(seconds)
+            print(f"  run {len(times[name])} {name}: {seconds:.3f} s", flush=True)
     print(f"boot to /init's first line: {args.cpus} vCPU(s), {args.memory} MiB, {args.runs} runs each")
     medians = {name: statistics.median(values) for name, values in times.items()}
-    fastest_qemu = min((name for name in medians if name.startswith("qemu")), key=medians.get)
     for name, values in times.items():
-        print(f"  {name:13s} median {medians[name]:7.3f} s   min {min(values):7.3f} s   max {max(values):7.3f} s")
-    print(f"  vmm / {fastest_qemu} = {medians['vmm'] / medians[fastest_qemu]:.2f}")
+        print(f"  {name:17s} median {medians[name]:7.3f} s   min {min(values):7.3f} s   max {max(values):7.3f} s")
+
+    def fastest(prefix, names=medians):
+        return min((name for name in names if name.startswith(prefix)), key=medians.get)
+
+    best_vmm, best_qemu = fastest("vmm"), fastest("qemu")
+    print(f"  fastest: {best_vmm} / {best_qemu} = {medians[best_vmm] / medians[best_qemu]:.2f}")
+    bzimage_qemu = fastest("qemu", [name for name in medians if not name.endswith("-pvh")])
+    print(f"  bzImage alone: vmm / {bzimage_qemu} = {medians['vmm'] / medians[bzimage_qemu]:.2f}")
 
 
-def status_fields(pid):
-    fields = {}
+def resident_kib(pid, ram_mib):
+    """(VmRSS, the resident part of the guest-RAM mapping) of process `pid`
+    in KiB. Guest RAM is the private writable mapping of RAM's size (up to
+    4 MiB of alignment more) with the most pages resident: for our vmm and for
+    QEMU alike."""
     with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                fields[key] = int(value.split()[0])
-    return fields
+        vm_rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    ram_rss, size_kib, perms = 0, 0, ""
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 2 and len(fields[1]) == 4:  # a mapping's header line
+                start, end = (int(part, 16) for part in fields[0].split("-"))
+                size_kib, perms = (end - start) // 1024, fields[1]
+            elif fields[0] == "Rss:" and perms.startswith("rw") and \
+                    ram_mib * 1024 <= size_kib <= (ram_mib + 4) * 1024:
+                ram_rss = max(ram_rss, int(fields[1]))
+    return vm_rss, ram_rss
 
 
 def memory(args):
+    ram_mib = 256
     rows = []
     for name, command in (
-            ("vmm", vmm_command(args.build, args.initrd, 1, 256, "shell")),
-            ("qemu-microvm", qemu_command("microvm", args.initrd, 1, 256, "shell"))):
+            ("vmm", vmm_command(args.build, args.initrd, 1, ram_mib, "shell")),
+            ("qemu-microvm", qemu_command("microvm", args.initrd, 1, ram_mib, "shell"))):
         process, _ = start_and_wait(command, "VIM-GUEST-SHELL")
         time.sleep(2)  # let the shell settle at its prompt
-        fields = status_fields(process.pid)
+        rows.append((name, resident_kib(process.pid, ram_mib)))
         stop(process)
-        rows.append((name, fields))
-    print("resident memory of a 1-vCPU 256 MiB guest at its shell (KiB)")
-    for name, fields in rows:
-        # Our guest RAM is a shared memfd: the pages the guest touched are RssShmem.
-        # QEMU's RAM is anonymous, so its overhead cannot be split out the same way.
-        overhead = fields["VmRSS"] - fields["RssShmem"]
-        print(f"  {name:13s} VmRSS {fields['VmRSS']:7d}  RssAnon {fields['RssAnon']:7d}  "
-              f"RssFile {fields['RssFile']:6d}  RssShmem {fields['RssShmem']:7d}"
-              + (f"  overhead (VmRSS - RssShmem) {overhead} KiB = {overhead / 1024:.2f} MiB" if name == "vmm" else ""))
+    print(f"resident memory of a 1-vCPU {ram_mib} MiB guest at its shell (KiB)")
+    for name, (vm_rss, ram_rss) in rows:
+        overhead = vm_rss - ram_rss
+        print(f"  {name:13s} VmRSS {vm_rss:7d}  guest RAM resident {ram_rss:7d}  "
+              f"overhead {overhead:6d} KiB = {overhead / 1024:.2f} MiB")
 
 
 def main():
