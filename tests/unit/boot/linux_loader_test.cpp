@@ -41,6 +41,16 @@ std::vector<std::uint8_t> pattern(std::size_t size, std::uint8_t seed) {
     return bytes;
 }
 
+// What a boot without an initrd leaves: no ramdisk in BootInfo or
+// boot_params, and an empty command line.
+void expect_no_initrd(const BootInfo& info, const memory::GuestMemory& memory) {
+    EXPECT_EQ(info.initrd_address, 0u);
+    EXPECT_EQ(info.initrd_size, 0u);
+    EXPECT_EQ(memory.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x218), 0u);
+    EXPECT_EQ(memory.read_object<std::uint32_t>(layout::kBootParamsAddress + 0x21c), 0u);
+    EXPECT_EQ(memory.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
+}
+
 // 16 MiB of guest RAM from address 0, over a plain buffer.
 class LinuxLoader : public ::testing::Test {
 protected:
@@ -123,12 +133,7 @@ TEST_F(LinuxLoader, WritesTheLongModeTables) {
 }
 
 TEST_F(LinuxLoader, WithoutInitrdLeavesRamdiskFieldsZero) {
-    const BootInfo info = load_linux(memory_, kernel(), {}, "");
-    EXPECT_EQ(info.initrd_address, 0u);
-    EXPECT_EQ(info.initrd_size, 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x218), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 0u);
-    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
+    expect_no_initrd(load_linux(memory_, kernel(), {}, ""), memory_);
 }
 
 TEST_F(LinuxLoader, ClearsCanUseHeapBecauseTheSetupCodeDoesNotRun) {
@@ -324,12 +329,7 @@ TEST_F(ElfLoader, FillsBootParamsAsABzImageOfTheKernelWould) {
 
 TEST_F(ElfLoader, WithoutInitrdLeavesRamdiskFieldsZero) {
     const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
-    const BootInfo info = load_linux(memory_, kernel(file), file, {}, "");
-    EXPECT_EQ(info.initrd_address, 0u);
-    EXPECT_EQ(info.initrd_size, 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x218), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 0u);
-    EXPECT_EQ(memory_.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
+    expect_no_initrd(load_linux(memory_, kernel(file), file, {}, ""), memory_);
 }
 
 TEST_F(ElfLoader, PlacesTheInitrdAtOrAboveTheKernelsEnd) {
