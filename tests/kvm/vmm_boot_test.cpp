@@ -54,9 +54,18 @@ protected:
 
     std::string socket_path() const { return directory_ + "/api.sock"; }
 
-    static json command(const std::string& socket, const std::string& name, json extra = json::object()) {
+    // One control command; a failure to reach the vmm says what its guest
+    // printed, which tells a dead guest from a dead control socket.
+    json command(VmmProcess& vmm, const std::string& name, json extra = json::object()) {
         extra["cmd"] = name;
-        return vmm::control::send_command(socket, extra, 60s);
+        try {
+            return vmm::control::send_command(socket_path(), extra, 60s);
+        } catch (const std::exception& error) {
+            auto code = vmm.wait_exit(5s);
+            throw std::runtime_error(std::string(error.what()) + "\nvmm exit code: " +
+                                     (code ? std::to_string(*code) : "still running") + "\nconsole:\n" +
+                                     vmm.console() + "\nerrors:\n" + vmm.errors());
+        }
     }
 
     // The number N of the last "count N" line, or -1.
@@ -148,7 +157,7 @@ TEST_F(VmmBoot, ShutdownOverTheSocketIsGraceful) {
     VmmProcess vmm(arguments);
     ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-IDLE", kBootTimeout)) << vmm.console() << vmm.errors();
 
-    json status = command(socket_path(), "status");
+    json status = command(vmm, "status");
     EXPECT_EQ(status["ok"], true);
     EXPECT_EQ(status["state"], "running");
     EXPECT_EQ(status["vcpus"], 1);
@@ -156,7 +165,7 @@ TEST_F(VmmBoot, ShutdownOverTheSocketIsGraceful) {
     EXPECT_GT(status["uptime_ms"].get<long>(), 0);
     EXPECT_GT(status["exits"]["port_io"].get<long>(), 0);
 
-    json reply = command(socket_path(), "shutdown");
+    json reply = command(vmm, "shutdown");
     EXPECT_EQ(reply["ok"], true) << reply.dump();
     // busybox init ran its shutdown actions: the power-off was the guest's own.
     EXPECT_TRUE(vmm.wait_for_line("VIM-GUEST-SHUTDOWN", 60s)) << vmm.console();
@@ -170,26 +179,26 @@ TEST_F(VmmBoot, PauseStopsTheGuestAndResumeContinuesIt) {
     VmmProcess vmm(arguments);
     ASSERT_TRUE(vmm.wait_for_line("count 3", kBootTimeout)) << vmm.console() << vmm.errors();
 
-    json paused = command(socket_path(), "pause");
+    json paused = command(vmm, "pause");
     ASSERT_EQ(paused["ok"], true) << paused.dump();
-    EXPECT_EQ(command(socket_path(), "status")["state"], "paused");
+    EXPECT_EQ(command(vmm, "status")["state"], "paused");
     // Whatever was in flight when the pause landed, then silence.
     long before = last_count(vmm.lines_during(500ms));
     auto while_paused = vmm.lines_during(2s);
     EXPECT_TRUE(while_paused.empty()) << "the guest printed while paused: " << while_paused.front();
 
-    ASSERT_EQ(command(socket_path(), "resume")["ok"], true);
-    EXPECT_EQ(command(socket_path(), "status")["state"], "running");
+    ASSERT_EQ(command(vmm, "resume")["ok"], true);
+    EXPECT_EQ(command(vmm, "status")["state"], "running");
     auto resumed = vmm.lines_during(3s);
     long after = last_count(resumed);
     EXPECT_GT(after, std::max(before, 3L)) << "the counter did not continue after resume";
 
-    json stats = command(socket_path(), "stats");
+    json stats = command(vmm, "stats");
     EXPECT_EQ(stats["vcpus"].size(), 2u);
     EXPECT_GT(stats["serial_output_bytes"].get<long>(), 0);
 
     // A guest that does not shut down in time is stopped.
-    json reply = command(socket_path(), "shutdown", {{"timeout_ms", 0}});
+    json reply = command(vmm, "shutdown", {{"timeout_ms", 0}});
     EXPECT_EQ(reply["ok"], true) << reply.dump();
     EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
 }
