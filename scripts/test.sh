@@ -13,4 +13,5 @@ ctest --test-dir build/sanitize -L unit --output-on-failure -j 2
 
 echo "== KVM tests"
 scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release
-tests/kvm-sandbox/kvm-run -- ctest --test-dir build/release -L kvm --output-on-failure
+# A sandbox that froze (an emulator fault, see kvm-run) runs them again.
+tests/kvm-sandbox/kvm-run --retries 2 -- ctest --test-dir build/release -L kvm --output-on-failure
