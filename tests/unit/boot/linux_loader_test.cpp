@@ -51,6 +51,23 @@ void expect_no_initrd(const BootInfo& info, const memory::GuestMemory& memory) {
     EXPECT_EQ(memory.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
 }
 
+// The boot_params fields the loader fills in whatever the kernel's format,
+// after a load with a 5000-byte initrd.
+void expect_filled_in_by_the_loader(const BootInfo& info, const memory::GuestMemory& memory) {
+    auto field = [&](std::size_t offset, auto type) {
+        return memory.read_object<decltype(type)>(layout::kBootParamsAddress + offset);
+    };
+    EXPECT_EQ(field(0x210, std::uint8_t{}), 0xff);  // type_of_loader: undefined
+    EXPECT_EQ(field(0x211, std::uint8_t{}), 0x01);  // loadflags: LOADED_HIGH alone
+    EXPECT_EQ(field(0x228, std::uint32_t{}), layout::kCmdlineAddress);
+    EXPECT_EQ(field(0x0c8, std::uint32_t{}), 0u);
+    EXPECT_EQ(field(0x218, std::uint32_t{}), info.initrd_address);
+    EXPECT_EQ(field(0x21c, std::uint32_t{}), 5000u);
+    EXPECT_EQ(field(0x0c0, std::uint32_t{}), 0u);
+    EXPECT_EQ(field(0x0c4, std::uint32_t{}), 0u);
+    EXPECT_EQ(field(0x070, std::uint64_t{}), layout::kAcpiRsdpAddress);
+}
+
 // 16 MiB of guest RAM from address 0, over a plain buffer.
 class LinuxLoader : public ::testing::Test {
 protected:
@@ -105,15 +122,7 @@ TEST_F(LinuxLoader, FillsBootParams) {
     // ...up to its end at 0x26c and no further.
     EXPECT_TRUE(untouched(layout::kBootParamsAddress + 0x26c, 0x290 - 0x26c));
     // ...and what the loader fills in.
-    EXPECT_EQ(boot_param<std::uint8_t>(0x210), 0xff);
-    EXPECT_EQ(boot_param<std::uint8_t>(0x211), 0x01);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x228), layout::kCmdlineAddress);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c8), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x218), info.initrd_address);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 5000u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c0), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c4), 0u);
-    EXPECT_EQ(boot_param<std::uint64_t>(0x070), layout::kAcpiRsdpAddress);
+    expect_filled_in_by_the_loader(info, memory_);
 
     ASSERT_EQ(boot_param<std::uint8_t>(0x1e8), 3);
     const std::uint64_t expected[3][3] = {
@@ -305,15 +314,7 @@ TEST_F(ElfLoader, FillsBootParamsAsABzImageOfTheKernelWould) {
     EXPECT_EQ(boot_param<std::uint32_t>(0x260), 0u);
     EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress + 0x264, 0x290 - 0x264, 0));
     // ...and what the loader fills in, as for a bzImage.
-    EXPECT_EQ(boot_param<std::uint8_t>(0x210), 0xff);
-    EXPECT_EQ(boot_param<std::uint8_t>(0x211), kLoadedHigh);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x228), layout::kCmdlineAddress);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c8), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x218), info.initrd_address);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x21c), 5000u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c0), 0u);
-    EXPECT_EQ(boot_param<std::uint32_t>(0x0c4), 0u);
-    EXPECT_EQ(boot_param<std::uint64_t>(0x070), layout::kAcpiRsdpAddress);
+    expect_filled_in_by_the_loader(info, memory_);
     EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress, 0x070, 0));
 
     ASSERT_EQ(boot_param<std::uint8_t>(0x1e8), 3);
