@@ -51,21 +51,24 @@ void expect_no_initrd(const BootInfo& info, const memory::GuestMemory& memory) {
     EXPECT_EQ(memory.read_object<std::uint8_t>(layout::kCmdlineAddress), 0);
 }
 
+// The boot_params field at `offset`.
+template <typename T>
+T boot_param(const memory::GuestMemory& memory, std::size_t offset) {
+    return memory.read_object<T>(layout::kBootParamsAddress + offset);
+}
+
 // The boot_params fields the loader fills in whatever the kernel's format,
 // after a load with a 5000-byte initrd.
 void expect_filled_in_by_the_loader(const BootInfo& info, const memory::GuestMemory& memory) {
-    auto field = [&](std::size_t offset, auto type) {
-        return memory.read_object<decltype(type)>(layout::kBootParamsAddress + offset);
-    };
-    EXPECT_EQ(field(0x210, std::uint8_t{}), 0xff);  // type_of_loader: undefined
-    EXPECT_EQ(field(0x211, std::uint8_t{}), 0x01);  // loadflags: LOADED_HIGH alone
-    EXPECT_EQ(field(0x228, std::uint32_t{}), layout::kCmdlineAddress);
-    EXPECT_EQ(field(0x0c8, std::uint32_t{}), 0u);
-    EXPECT_EQ(field(0x218, std::uint32_t{}), info.initrd_address);
-    EXPECT_EQ(field(0x21c, std::uint32_t{}), 5000u);
-    EXPECT_EQ(field(0x0c0, std::uint32_t{}), 0u);
-    EXPECT_EQ(field(0x0c4, std::uint32_t{}), 0u);
-    EXPECT_EQ(field(0x070, std::uint64_t{}), layout::kAcpiRsdpAddress);
+    EXPECT_EQ(boot_param<std::uint8_t>(memory, 0x210), 0xff);  // type_of_loader: undefined
+    EXPECT_EQ(boot_param<std::uint8_t>(memory, 0x211), kLoadedHigh);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x228), layout::kCmdlineAddress);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x0c8), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x218), info.initrd_address);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x21c), 5000u);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x0c0), 0u);
+    EXPECT_EQ(boot_param<std::uint32_t>(memory, 0x0c4), 0u);
+    EXPECT_EQ(boot_param<std::uint64_t>(memory, 0x070), layout::kAcpiRsdpAddress);
 }
 
 // 16 MiB of guest RAM from address 0, over a plain buffer.
@@ -77,7 +80,7 @@ protected:
 
     template <typename T>
     T boot_param(std::size_t offset) {
-        return memory_.read_object<T>(layout::kBootParamsAddress + offset);
+        return vmm::boot::boot_param<T>(memory_, offset);
     }
 
     bool untouched(std::uint64_t address, std::size_t length) {
@@ -264,7 +267,7 @@ protected:
 
     template <typename T>
     T boot_param(std::size_t offset) {
-        return memory_.read_object<T>(layout::kBootParamsAddress + offset);
+        return vmm::boot::boot_param<T>(memory_, offset);
     }
 
     std::vector<std::uint8_t> buffer_;
