@@ -120,6 +120,19 @@ TEST_F(VmmBoot, FourCpusComeOnline) {
     expect_report(vmm, 4, 512 * 1024);
 }
 
+// Booted with acpi=off, Linux learns its CPUs from the MP table alone.
+TEST_F(VmmBoot, WithoutAcpiTheMpTableBringsUpEveryCpu) {
+    auto arguments = boot_arguments("report", 2, "256M");
+    arguments.back() += " acpi=off";
+    VmmProcess vmm(arguments);
+    ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-READY", kBootTimeout)) << vmm.console() << vmm.errors();
+    auto cpu_line = vmm.wait_for_line("guest-cpus=", 30s);
+    ASSERT_TRUE(cpu_line) << vmm.console();
+    EXPECT_EQ(value_after(*cpu_line, "guest-cpus="), "2") << vmm.console();
+    // Without ACPI there is no way to power off: the guest halts, and the
+    // test's end kills the vmm.
+}
+
 // The same kernel, unpacked by unpack-kernel to its ELF vmlinux, boots
 // without decompressing itself and sees the same machine.
 TEST_F(VmmBoot, UnpackedKernelBoots) {

@@ -1,13 +1,13 @@
 #include "vmm/acpi/tables.h"
 
 #include <cstdio>
-#include <numeric>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "table_bytes.h"
 #include "vmm/boot/layout.h"
 #include "vmm/sys/hex.h"
 
@@ -102,49 +102,8 @@ static_assert(layout::kLapicAddress <= UINT32_MAX && layout::kIoapicAddress <= U
 static_assert(layout::kBiosAreaEnd <= UINT32_MAX, "FADT's 32-bit pointers must reach the tables");
 
 using sys::hex;
-
-// Little-endian byte appender: ACPI tables are little-endian.
-class Bytes {
-public:
-    void u8(std::uint8_t value) { data_.push_back(value); }
-    void u16(std::uint16_t value) { put(value, 2); }
-    void u32(std::uint32_t value) { put(value, 4); }
-    void u64(std::uint64_t value) { put(value, 8); }
-    void text(std::string_view text) {
-        // Byte by byte: a range insert here trips GCC 12's false
-        // -Wstringop-overflow at -O3.
-        for (char c : text) {
-            u8(static_cast<std::uint8_t>(c));
-        }
-    }
-    void zeros(std::size_t count) { data_.insert(data_.end(), count, 0); }
-    void append(std::span<const std::uint8_t> bytes) {
-        data_.insert(data_.end(), bytes.begin(), bytes.end());
-    }
-
-    void set_u32(std::size_t offset, std::uint32_t value) {
-        for (std::size_t i = 0; i < 4; ++i) {
-            data_.at(offset + i) = static_cast<std::uint8_t>(value >> (8 * i));
-        }
-    }
-    std::vector<std::uint8_t>& data() { return data_; }
-
-private:
-    void put(std::uint64_t value, std::size_t size) {
-        for (std::size_t i = 0; i < size; ++i) {
-            data_.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
-        }
-    }
-
-    std::vector<std::uint8_t> data_;
-};
-
-// The byte that makes all of `bytes` sum to zero (mod 256) when it replaces
-// a zero byte among them.
-std::uint8_t checksum(std::span<const std::uint8_t> bytes) {
-    const unsigned sum = std::accumulate(bytes.begin(), bytes.end(), 0u);
-    return static_cast<std::uint8_t>(0x100 - (sum & 0xff));
-}
+using detail::Bytes;
+using detail::checksum;
 
 Bytes begin_table(std::string_view signature, std::uint8_t revision) {
     Bytes table;
@@ -406,10 +365,10 @@ void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
     const std::uint64_t xsdt_entries[] = {fadt_address, madt_address};
     const std::uint64_t xsdt_address = place(xsdt(xsdt_entries), kTableAlignment);
 
-    if (placement.end() > layout::kBiosAreaEnd) {
+    if (placement.end() > layout::kMpConfigTableAddress) {
         throw std::length_error("ACPI tables for " + std::to_string(vcpu_count) +
                                 " vCPUs end at " + hex(placement.end()) +
-                                ", past the BIOS area's end at " + hex(layout::kBiosAreaEnd));
+                                ", past the MP table's start at " + hex(layout::kMpConfigTableAddress));
     }
     memory.write(layout::kAcpiRsdpAddress, rsdp(xsdt_address));
     for (const PlacedTable& table : tables) {

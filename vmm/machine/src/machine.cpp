@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "console.h"
+#include "vmm/acpi/mp_table.h"
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 #include "vmm/boot/linux_loader.h"
@@ -380,6 +381,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     parts->vm.create_pit();
     register_guest_memory(parts->vm, parts->memory, /*log_dirty=*/false);
     acpi::write_acpi_tables(parts->memory, config.cpus);
+    acpi::write_mp_table(parts->memory, config.cpus);
     add_devices(*parts);
 
     auto vcpus = create_vcpus(*parts, boot_info);

@@ -13,9 +13,10 @@ inline constexpr std::uint32_t kMaxVcpus = 254;
 // Writes the ACPI tables a PC-style Linux guest needs to bring up its CPUs
 // and to power off: the RSDP at layout::kAcpiRsdpAddress, then XSDT, FADT,
 // FACS, DSDT (with \_S5) and MADT from layout::kAcpiTablesAddress on, all
-// below layout::kBiosAreaEnd. Throws std::invalid_argument for a vCPU count
-// of 0 or above kMaxVcpus, std::length_error if the tables would not fit,
-// and memory::GuestMemoryError if that area is not guest RAM.
+// below the MP table's place (layout::kMpConfigTableAddress). Throws
+// std::invalid_argument for a vCPU count of 0 or above kMaxVcpus,
+// std::length_error if the tables would not fit, and
+// memory::GuestMemoryError if that area is not guest RAM.
 void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count);
 
 }  // namespace vmm::acpi

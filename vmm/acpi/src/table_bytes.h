@@ -1,0 +1,59 @@
+#pragma once
+
+// What the ACPI tables and the MP table are built with: both are
+// little-endian byte layouts that end up summing to zero.
+
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace vmm::acpi::detail {
+
+// Little-endian byte appender.
+class Bytes {
+public:
+    void u8(std::uint8_t value) { data_.push_back(value); }
+    void u16(std::uint16_t value) { put(value, 2); }
+    void u32(std::uint32_t value) { put(value, 4); }
+    void u64(std::uint64_t value) { put(value, 8); }
+    void text(std::string_view text) {
+        // Byte by byte: a range insert here trips GCC 12's false
+        // -Wstringop-overflow at -O3.
+        for (char c : text) {
+            u8(static_cast<std::uint8_t>(c));
+        }
+    }
+    void zeros(std::size_t count) { data_.insert(data_.end(), count, 0); }
+    void append(std::span<const std::uint8_t> bytes) {
+        data_.insert(data_.end(), bytes.begin(), bytes.end());
+    }
+
+    void set_u16(std::size_t offset, std::uint16_t value) { set(offset, value, 2); }
+    void set_u32(std::size_t offset, std::uint32_t value) { set(offset, value, 4); }
+    std::vector<std::uint8_t>& data() { return data_; }
+
+private:
+    void put(std::uint64_t value, std::size_t size) {
+        for (std::size_t i = 0; i < size; ++i) {
+            data_.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+        }
+    }
+    void set(std::size_t offset, std::uint64_t value, std::size_t size) {
+        for (std::size_t i = 0; i < size; ++i) {
+            data_.at(offset + i) = static_cast<std::uint8_t>(value >> (8 * i));
+        }
+    }
+
+    std::vector<std::uint8_t> data_;
+};
+
+// The byte that makes all of `bytes` sum to zero (mod 256) when it replaces
+// a zero byte among them.
+inline std::uint8_t checksum(std::span<const std::uint8_t> bytes) {
+    const unsigned sum = std::accumulate(bytes.begin(), bytes.end(), 0u);
+    return static_cast<std::uint8_t>(0x100 - (sum & 0xff));
+}
+
+}  // namespace vmm::acpi::detail
