@@ -21,7 +21,7 @@ inline constexpr std::uint64_t kEbdaStart = 0x9fc00;          // RAM ends here b
 // 640 KiB, after the first KiB), so its scan ends at once. Linux scans on
 // every boot, ACPI or not, and remaps the rest of the region at each 16-byte
 // step: over the whole F segment, tens of thousands of TLB flushes, each a VM
-// exit under shadow paging (3.6 s of a 9 s boot in the nested sandbox).
+// exit under shadow paging (about 3 s of a 9 s boot in the nested sandbox).
 inline constexpr std::uint64_t kMpFloatingPointerAddress = kEbdaStart;
 // ACPI tables and the MP configuration table live in the BIOS area, which
 // e820 reports reserved.
