@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "table_bytes.h"
+#include "table_format.h"
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 
@@ -12,8 +12,7 @@ namespace vmm::acpi {
 namespace {
 
 namespace layout = boot::layout;
-using detail::Bytes;
-using detail::checksum;
+using namespace detail;
 
 constexpr std::uint8_t kSpecRevision = 4;  // MPS 1.4
 constexpr std::string_view kOemId = "VIMVMM  ";         // 8 bytes
@@ -45,17 +44,10 @@ constexpr std::uint8_t kCpuEnabled = 1u << 0;
 constexpr std::uint8_t kCpuBootProcessor = 1u << 1;
 constexpr std::uint8_t kIoApicEnabled = 1u << 0;
 
-constexpr std::uint8_t kBusIsa = 0;
 constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint8_t kInterruptVectored = 0;  // "INT": the APIC supplies the vector
 constexpr std::uint8_t kInterruptNmi = 1;
 constexpr std::uint8_t kInterruptExtInt = 3;    // the 8259's own vector
-// Polarity in bits 1:0, trigger mode in bits 3:2, as in the MADT.
-constexpr std::uint16_t kConforming = 0;
-constexpr std::uint16_t kActiveHighLevel = 0b01 | (0b11 << 2);
-constexpr std::uint8_t kAllLocalApics = 0xff;
-constexpr std::uint8_t kLint0 = 0;
-constexpr std::uint8_t kLint1 = 1;
 
 static_assert(layout::kMpFloatingPointerAddress % 16 == 0, "Linux scans on 16-byte boundaries");
 static_assert(layout::kMpConfigTableAddress >= layout::kBiosAreaStart &&
@@ -107,7 +99,7 @@ std::vector<std::uint8_t> configuration_table(std::uint32_t vcpu_count) {
     for (std::uint8_t irq = 0; irq < kIsaIrqs; ++irq, ++entries) {
         table.u8(kEntryIoInterrupt);
         table.u8(kInterruptVectored);
-        table.u16(irq == layout::kAcpiSciIrq ? kActiveHighLevel : kConforming);
+        table.u16(irq == layout::kAcpiSciIrq ? kIntiActiveHighLevel : kIntiConforming);
         table.u8(kBusIsa);
         table.u8(irq);
         table.u8(ioapic_id);
@@ -117,7 +109,7 @@ std::vector<std::uint8_t> configuration_table(std::uint32_t vcpu_count) {
     for (const auto& [type, pin] : {std::pair{kInterruptExtInt, kLint0}, std::pair{kInterruptNmi, kLint1}}) {
         table.u8(kEntryLocalInterrupt);
         table.u8(type);
-        table.u16(kConforming);
+        table.u16(kIntiConforming);
         table.u8(kBusIsa);
         table.u8(0);
         table.u8(kAllLocalApics);

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "table_bytes.h"
+#include "table_format.h"
 #include "vmm/boot/layout.h"
 #include "vmm/sys/hex.h"
 
@@ -80,12 +80,6 @@ constexpr std::uint8_t kMadtIoApicLength = 12;
 constexpr std::uint8_t kMadtInterruptOverrideLength = 10;
 constexpr std::uint8_t kMadtLocalApicNmiLength = 6;
 constexpr std::uint32_t kLocalApicEnabled = 1u << 0;
-constexpr std::uint8_t kBusIsa = 0;
-// MPS INTI flags: polarity in bits 1:0, trigger mode in bits 3:2.
-constexpr std::uint16_t kIntiConforming = 0;
-constexpr std::uint16_t kIntiActiveHighLevel = 0b01 | (0b11 << 2);
-constexpr std::uint8_t kAllProcessors = 0xff;
-constexpr std::uint8_t kLint1 = 1;
 
 // AML opcodes (ACPI spec, section 20).
 constexpr std::uint8_t kAmlNameOp = 0x08;
@@ -102,8 +96,7 @@ static_assert(layout::kLapicAddress <= UINT32_MAX && layout::kIoapicAddress <= U
 static_assert(layout::kBiosAreaEnd <= UINT32_MAX, "FADT's 32-bit pointers must reach the tables");
 
 using sys::hex;
-using detail::Bytes;
-using detail::checksum;
+using namespace detail;
 
 Bytes begin_table(std::string_view signature, std::uint8_t revision) {
     Bytes table;
@@ -222,7 +215,7 @@ std::vector<std::uint8_t> madt(std::uint32_t vcpu_count) {
     interrupt_override(table, layout::kAcpiSciIrq, layout::kAcpiSciIrq, kIntiActiveHighLevel);
     table.u8(kMadtLocalApicNmi);
     table.u8(kMadtLocalApicNmiLength);
-    table.u8(kAllProcessors);
+    table.u8(kAllLocalApics);
     table.u16(kIntiConforming);
     table.u8(kLint1);
     return finish_table(std::move(table));

@@ -1,7 +1,8 @@
 #pragma once
 
-// What the ACPI tables and the MP table are built with: both are
-// little-endian byte layouts that end up summing to zero.
+// What the ACPI tables and the MP table share: both are little-endian byte
+// layouts that end up summing to zero, and both describe interrupts the MPS
+// way (ACPI took over its flags).
 
 #include <cstdint>
 #include <numeric>
@@ -10,6 +11,14 @@
 #include <vector>
 
 namespace vmm::acpi::detail {
+
+inline constexpr std::uint8_t kBusIsa = 0;
+// Interrupt flags: polarity in bits 1:0, trigger mode in bits 3:2.
+inline constexpr std::uint16_t kIntiConforming = 0;  // to the bus: edge, active-high on ISA
+inline constexpr std::uint16_t kIntiActiveHighLevel = 0b01 | (0b11 << 2);
+inline constexpr std::uint8_t kAllLocalApics = 0xff;
+inline constexpr std::uint8_t kLint0 = 0;
+inline constexpr std::uint8_t kLint1 = 1;
 
 // Little-endian byte appender.
 class Bytes {
