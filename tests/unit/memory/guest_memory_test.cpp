@@ -1,6 +1,8 @@
 #include "vmm/memory/guest_memory.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdint>
@@ -110,6 +112,23 @@ TEST(GuestMemory, OverlappingRegionsAreRefused) {
     std::vector<std::uint8_t> a(2 * kPageSize), b(kPageSize);
     EXPECT_THROW(GuestMemory::over({{0, 2 * kPageSize, a.data()}, {kPageSize, kPageSize, b.data()}}),
                  std::invalid_argument);
+}
+
+// What a snapshot or a same-host migration relies on: the file behind guest
+// RAM holds what the guest (or the VMM) wrote, region after region.
+TEST(GuestMemory, AllocatedMemoryIsSharedThroughItsMemfd) {
+    auto memory = two_regions();
+    ASSERT_GE(memory.fd(), 0);
+    memory.write_object<std::uint32_t>(0x100004, 0xfeedf00d);
+    const auto& high = memory.regions()[1];
+    EXPECT_EQ(high.file_offset, 4 * kPageSize);
+    std::uint32_t seen = 0;
+    ASSERT_EQ(::pread(memory.fd(), &seen, sizeof seen, static_cast<off_t>(high.file_offset + 4)),
+              static_cast<ssize_t>(sizeof seen));
+    EXPECT_EQ(seen, 0xfeedf00du);
+    struct stat status {};
+    ASSERT_EQ(::fstat(memory.fd(), &status), 0);
+    EXPECT_EQ(status.st_size, static_cast<off_t>(6 * kPageSize));
 }
 
 TEST(GuestMemory, UnalignedLayoutIsRefused) {

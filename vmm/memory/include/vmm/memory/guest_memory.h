@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "vmm/sys/fd.h"
 #include "vmm/sys/mapping.h"
 
 namespace vmm::memory {
@@ -32,6 +33,8 @@ struct Region {
     GuestAddress start;
     std::uint64_t size;
     std::uint8_t* host;
+    // Where the region lies in GuestMemory::fd(); 0 for memory without a file.
+    std::uint64_t file_offset = 0;
 
     bool contains(GuestAddress address, std::uint64_t length) const noexcept {
         return address >= start && length <= size && address - start <= size - length;
@@ -44,9 +47,11 @@ struct Region {
 // dirty bitmap of the VMM's own: KVM's dirty log only sees the guest's writes.
 class GuestMemory {
 public:
-    // Anonymous memory, zero-filled, laid out as given; each region starts on
-    // a 2 MiB boundary and is backed by transparent huge pages where the host
-    // has them.
+    // One memfd, zero-filled, mapped shared region after region as laid out:
+    // a snapshot, a restore, a same-host migration or vhost can then reach
+    // guest RAM by file descriptor. Each region starts on a 2 MiB boundary and
+    // is advised for transparent huge pages, which back it where the host's
+    // shmem_enabled allows (see huge_pages_possible()).
     static GuestMemory allocate(std::span<const RegionLayout> layout);
     // Over memory the caller owns and keeps alive (tests, plain buffers).
     static GuestMemory over(std::vector<Region> regions);
@@ -55,6 +60,8 @@ public:
     GuestMemory& operator=(GuestMemory&&) noexcept = default;
 
     const std::vector<Region>& regions() const noexcept { return regions_; }
+    // The memfd behind allocate()d memory; -1 for memory made by over().
+    int fd() const noexcept { return fd_.get(); }
     std::uint64_t total_size() const noexcept;
 
     // The `length` bytes at `address`, which must lie inside one region;
@@ -85,6 +92,10 @@ public:
     // per page; clears them. Safe against concurrent mark_dirty().
     std::vector<std::uint64_t> take_dirty_pages(std::size_t index);
 
+    // Whether the host's transparent huge pages can back shared memory (its
+    // /sys/kernel/mm/transparent_hugepage/shmem_enabled is not never/deny).
+    static bool huge_pages_possible();
+
 private:
     GuestMemory() = default;
     // The index of the region holding the whole range; throws GuestMemoryError.
@@ -93,6 +104,8 @@ private:
     void mark_dirty_in(std::size_t index, GuestAddress address, std::uint64_t length);
     void init_dirty_bitmaps();
 
+    // Declared before the mappings, so they are unmapped before it closes.
+    sys::Fd fd_;
     std::vector<sys::Mapping> mappings_;
     std::vector<Region> regions_;
     std::vector<std::unique_ptr<std::atomic<std::uint64_t>[]>> dirty_;
