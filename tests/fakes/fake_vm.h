@@ -19,7 +19,8 @@ public:
     std::map<std::uint32_t, vmm::kvm::MemorySlot> slots;
     std::vector<std::pair<std::uint32_t, bool>> irq_levels;
     std::vector<std::pair<int, std::uint32_t>> irqfds;
-    std::vector<vmm::kvm::IoEvent> ioevents;
+    std::vector<vmm::kvm::IoEvent> ioevents;  // registered and not yet removed
+    std::vector<vmm::kvm::MsiRoute> msi_routes;  // the last set
     // What dirty_log() returns for a slot until cleared; set by the test.
     std::map<std::uint32_t, std::vector<std::uint64_t>> injected_dirty;
 
@@ -43,6 +44,19 @@ public:
     void set_irq_line(std::uint32_t irq, bool high) override { irq_levels.emplace_back(irq, high); }
     void register_irqfd(int eventfd, std::uint32_t gsi) override { irqfds.emplace_back(eventfd, gsi); }
     void register_ioevent(const vmm::kvm::IoEvent& event) override { ioevents.push_back(event); }
+    void unregister_ioevent(const vmm::kvm::IoEvent& event) override {
+        auto same = [&](const vmm::kvm::IoEvent& other) {
+            return other.space == event.space && other.address == event.address &&
+                   other.length == event.length && other.eventfd == event.eventfd &&
+                   other.has_datamatch == event.has_datamatch && other.datamatch == event.datamatch;
+        };
+        if (std::erase_if(ioevents, same) == 0) {
+            throw std::invalid_argument("no such ioevent");
+        }
+    }
+    void set_msi_routes(std::span<const vmm::kvm::MsiRoute> routes) override {
+        msi_routes.assign(routes.begin(), routes.end());
+    }
 
 private:
     const vmm::kvm::MemorySlot& require(std::uint32_t slot) const {

@@ -30,6 +30,7 @@ constexpr Capability kCapabilities[] = {
     VIM_CAP(KVM_CAP_ADJUST_CLOCK, true),
     VIM_CAP(KVM_CAP_IRQFD, true),
     VIM_CAP(KVM_CAP_IOEVENTFD, true),
+    VIM_CAP(KVM_CAP_IRQ_ROUTING, true),
     VIM_CAP(KVM_CAP_IMMEDIATE_EXIT, true),
     VIM_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, true),
     VIM_CAP(KVM_CAP_DIRTY_LOG_RING, false),

@@ -34,7 +34,7 @@ int ioctl_or_throw(int fd, unsigned long request, Arg arg, const char* what) {
 
 namespace vmm::kvm::detail {
 
-// kvm_cpuid2 and kvm_msrs are an 8-byte header {count, padding} followed by
+// kvm_cpuid2, kvm_msrs and kvm_irq_routing are an 8-byte header {count, padding} followed by
 // an array. <linux/kvm.h> spells the array with __DECLARE_FLEX_ARRAY, which in
 // C++ inserts an empty struct: the header grows to 12 bytes, the array moves,
 // and the ioctl numbers (which encode the size) stop matching the kernel's.
@@ -49,6 +49,7 @@ inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexibleA
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexibleArrayHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexibleArrayHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexibleArrayHeader);
+inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, FlexibleArrayHeader);
 
 template <typename Entry>
 class FlexibleArray {

@@ -3,8 +3,10 @@
 #include <linux/kvm.h>
 #include <sys/mman.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ioctl.h"
 
@@ -107,7 +109,9 @@ void KvmVm::register_irqfd(int eventfd, std::uint32_t gsi) {
     detail::ioctl_or_throw(fd_.get(), KVM_IRQFD, &irqfd, "KVM_IRQFD");
 }
 
-void KvmVm::register_ioevent(const IoEvent& event) {
+namespace {
+
+kvm_ioeventfd to_kvm(const IoEvent& event) {
     kvm_ioeventfd ioeventfd{};
     ioeventfd.addr = event.address;
     ioeventfd.len = event.length;
@@ -115,7 +119,64 @@ void KvmVm::register_ioevent(const IoEvent& event) {
     ioeventfd.datamatch = event.datamatch;
     ioeventfd.flags = (event.space == IoEvent::Space::Pio ? KVM_IOEVENTFD_FLAG_PIO : 0u) |
                       (event.has_datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0u);
+    return ioeventfd;
+}
+
+// KVM's default routing, which KVM_SET_GSI_ROUTING replaces whole and so
+// must be given again: GSIs 0-15 reach both the PICs (master pins 0-7, slave
+// 8-15) and the IOAPIC, GSIs 16-23 the IOAPIC only.
+void add_pin_routes(std::vector<kvm_irq_routing_entry>& entries) {
+    constexpr std::uint32_t kPicMaster = 0, kPicSlave = 1, kIoapic = 2;
+    constexpr std::uint32_t kPicPins = 16, kIoapicPins = 24;
+    auto pin_route = [&](std::uint32_t gsi, std::uint32_t chip, std::uint32_t pin) {
+        kvm_irq_routing_entry entry{};
+        entry.gsi = gsi;
+        entry.type = KVM_IRQ_ROUTING_IRQCHIP;
+        entry.u.irqchip.irqchip = chip;
+        entry.u.irqchip.pin = pin;
+        entries.push_back(entry);
+    };
+    for (std::uint32_t gsi = 0; gsi < kIoapicPins; ++gsi) {
+        if (gsi < kPicPins) {
+            pin_route(gsi, gsi < 8 ? kPicMaster : kPicSlave, gsi % 8);
+        }
+        pin_route(gsi, kIoapic, gsi);
+    }
+    static_assert(kIoapicPins == kFirstMsiGsi);
+}
+
+}  // namespace
+
+void KvmVm::register_ioevent(const IoEvent& event) {
+    auto ioeventfd = to_kvm(event);
     detail::ioctl_or_throw(fd_.get(), KVM_IOEVENTFD, &ioeventfd, "KVM_IOEVENTFD");
+}
+
+void KvmVm::unregister_ioevent(const IoEvent& event) {
+    auto ioeventfd = to_kvm(event);
+    ioeventfd.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+    detail::ioctl_or_throw(fd_.get(), KVM_IOEVENTFD, &ioeventfd, "KVM_IOEVENTFD deassign");
+}
+
+void KvmVm::set_msi_routes(std::span<const MsiRoute> routes) {
+    std::vector<kvm_irq_routing_entry> entries;
+    add_pin_routes(entries);
+    for (const MsiRoute& route : routes) {
+        if (route.gsi < kFirstMsiGsi) {
+            throw std::invalid_argument("MSI route on GSI " + std::to_string(route.gsi) +
+                                        ", which belongs to an interrupt controller pin");
+        }
+        kvm_irq_routing_entry entry{};
+        entry.gsi = route.gsi;
+        entry.type = KVM_IRQ_ROUTING_MSI;
+        entry.u.msi.address_lo = static_cast<std::uint32_t>(route.address);
+        entry.u.msi.address_hi = static_cast<std::uint32_t>(route.address >> 32);
+        entry.u.msi.data = route.data;
+        entries.push_back(entry);
+    }
+    detail::FlexibleArray<kvm_irq_routing_entry> table(entries.size());
+    std::memcpy(table.entries(), entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+    detail::ioctl_or_throw(fd_.get(), detail::kSetGsiRouting, table.data(), "KVM_SET_GSI_ROUTING");
 }
 
 }  // namespace vmm::kvm

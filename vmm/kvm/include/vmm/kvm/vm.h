@@ -34,6 +34,17 @@ struct IoEvent {
     std::uint64_t datamatch = 0;
 };
 
+// A GSI that raises an MSI: the interrupt is a write of `data` to `address`.
+struct MsiRoute {
+    std::uint32_t gsi;
+    std::uint64_t address;
+    std::uint32_t data;
+};
+
+// The first GSI free for MSI routes: those below are the interrupt
+// controllers' pins (PIC 0-15, IOAPIC 0-23), which keep their routes.
+inline constexpr std::uint32_t kFirstMsiGsi = 24;
+
 // What device, memory and migration code needs of a VM. KvmVm is the real
 // one; tests use a fake that records calls and hands out injected dirty logs.
 class Vm {
@@ -53,6 +64,11 @@ public:
     // Writing to `eventfd` raises interrupt `gsi` without a trip through the VMM.
     virtual void register_irqfd(int eventfd, std::uint32_t gsi) = 0;
     virtual void register_ioevent(const IoEvent& event) = 0;
+    // Removes an ioevent registered with the same address, length, eventfd and datamatch.
+    virtual void unregister_ioevent(const IoEvent& event) = 0;
+    // Replaces every MSI route with `routes` (GSIs from kFirstMsiGsi on); the
+    // interrupt controllers' pin routes stay as they are.
+    virtual void set_msi_routes(std::span<const MsiRoute> routes) = 0;
 };
 
 class Kvm;
@@ -78,6 +94,8 @@ public:
     void set_irq_line(std::uint32_t irq, bool high) override;
     void register_irqfd(int eventfd, std::uint32_t gsi) override;
     void register_ioevent(const IoEvent& event) override;
+    void unregister_ioevent(const IoEvent& event) override;
+    void set_msi_routes(std::span<const MsiRoute> routes) override;
 
     int fd() const noexcept { return fd_.get(); }
 
