@@ -18,13 +18,13 @@ std::uint16_t sleep_request(std::uint8_t type) {
     return static_cast<std::uint16_t>(type << 10 | kSleepEnable);
 }
 
-void write16(PioDevice& device, std::uint16_t offset, std::uint16_t value) {
+void write16(BusDevice& device, std::uint64_t offset, std::uint16_t value) {
     const std::array<std::uint8_t, 2> bytes{static_cast<std::uint8_t>(value),
                                             static_cast<std::uint8_t>(value >> 8)};
     device.write(offset, bytes);
 }
 
-std::uint16_t read16(PioDevice& device, std::uint16_t offset) {
+std::uint16_t read16(BusDevice& device, std::uint64_t offset) {
     std::array<std::uint8_t, 2> bytes{};
     device.read(offset, bytes);
     return static_cast<std::uint16_t>(bytes[0] | bytes[1] << 8);

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "vmm/devices/pio_device.h"
+#include "vmm/devices/interrupts.h"
 
 namespace vmm::devices::testing {
 

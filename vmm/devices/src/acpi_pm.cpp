@@ -25,7 +25,7 @@ std::uint8_t byte_of(std::uint32_t value, std::size_t index) {
 
 AcpiPm1EventBlock::AcpiPm1EventBlock(InterruptLine& sci) : sci_(sci) {}
 
-void AcpiPm1EventBlock::read(std::uint16_t offset, std::span<std::uint8_t> data) {
+void AcpiPm1EventBlock::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     const std::uint32_t block = status_ | std::uint32_t{enable_} << 16;
     for (std::size_t i = 0; i < data.size(); ++i) {
@@ -34,7 +34,7 @@ void AcpiPm1EventBlock::read(std::uint16_t offset, std::span<std::uint8_t> data)
     }
 }
 
-void AcpiPm1EventBlock::write(std::uint16_t offset, std::span<const std::uint8_t> data) {
+void AcpiPm1EventBlock::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < data.size(); ++i) {
         const std::size_t index = offset + i;
@@ -74,7 +74,7 @@ AcpiPm1ControlBlock::AcpiPm1ControlBlock(std::uint8_t s5_sleep_type,
     }
 }
 
-void AcpiPm1ControlBlock::read(std::uint16_t offset, std::span<std::uint8_t> data) {
+void AcpiPm1ControlBlock::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     const std::uint16_t value = control_ | kSciEnable;
     for (std::size_t i = 0; i < data.size(); ++i) {
@@ -83,7 +83,7 @@ void AcpiPm1ControlBlock::read(std::uint16_t offset, std::span<std::uint8_t> dat
     }
 }
 
-void AcpiPm1ControlBlock::write(std::uint16_t offset, std::span<const std::uint8_t> data) {
+void AcpiPm1ControlBlock::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     bool power_off = false;
     {
         std::lock_guard lock(mutex_);

@@ -70,7 +70,7 @@ Cmos::Cmos(MemorySize memory, Clock clock) : clock_(std::move(clock)) {
     put(kMemoryAbove4G, std::min<std::uint64_t>(memory.above_4g / (64 * kKiB), 0xffffff), 3);
 }
 
-void Cmos::read(std::uint16_t offset, std::span<std::uint8_t> data) {
+void Cmos::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < data.size(); ++i) {
         // The index port is write-only on the chip.
@@ -78,7 +78,7 @@ void Cmos::read(std::uint16_t offset, std::span<std::uint8_t> data) {
     }
 }
 
-void Cmos::write(std::uint16_t offset, std::span<const std::uint8_t> data) {
+void Cmos::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < data.size(); ++i) {
         if (offset + i == kIndexOffset) {

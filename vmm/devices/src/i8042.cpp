@@ -104,14 +104,14 @@ I8042::I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
     ram_[0] = kDefaultCommandByte;
 }
 
-void I8042::read(std::uint16_t offset, std::span<std::uint8_t> data) {
+void I8042::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < data.size(); ++i) {
         data[i] = read_register(static_cast<std::uint16_t>(offset + i));
     }
 }
 
-void I8042::write(std::uint16_t offset, std::span<const std::uint8_t> data) {
+void I8042::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     bool reset = false;
     {
         std::lock_guard lock(mutex_);

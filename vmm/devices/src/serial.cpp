@@ -61,7 +61,7 @@ Serial::Serial(InterruptLine& interrupt, OutputSink output, std::function<void()
       input_drained_(std::move(input_drained)),
       divisor_low_(kDefaultDivisor) {}
 
-void Serial::read(std::uint16_t offset, std::span<std::uint8_t> data) {
+void Serial::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     bool drained = false;
     {
         std::lock_guard lock(mutex_);
@@ -75,7 +75,7 @@ void Serial::read(std::uint16_t offset, std::span<std::uint8_t> data) {
     }
 }
 
-void Serial::write(std::uint16_t offset, std::span<const std::uint8_t> data) {
+void Serial::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     bool drained = false;
     {
         std::lock_guard lock(mutex_);

@@ -1,11 +1,10 @@
 #include "console.h"
 
-#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
-
+#include <system_error>
 
 namespace vmm::machine {
 namespace {
@@ -14,12 +13,9 @@ constexpr char kEscape = 0x01;  // Ctrl-A
 
 }  // namespace
 
-ConsoleInput::ConsoleInput(int input_fd, devices::Serial& serial, std::function<void()> on_quit)
-    : input_fd_(input_fd),
-      serial_(serial),
-      on_quit_(std::move(on_quit)),
-      drained_event_("console input"),
-      stop_event_("console stop") {
+ConsoleInput::ConsoleInput(sys::EventLoop& loop, int input_fd, devices::Serial& serial,
+                           std::function<void()> on_quit)
+    : loop_(loop), input_fd_(input_fd), serial_(serial), on_quit_(std::move(on_quit)) {
     termios terminal;
     if (::isatty(input_fd_) && ::tcgetattr(input_fd_, &terminal) == 0) {
         saved_terminal_ = terminal;
@@ -29,83 +25,85 @@ ConsoleInput::ConsoleInput(int input_fd, devices::Serial& serial, std::function<
         terminal.c_oflag |= OPOST;
         ::tcsetattr(input_fd_, TCSANOW, &terminal);
     }
-    thread_ = std::thread([this] { run(); });
+    loop_.add(drained_event_.get(), EPOLLIN, [this](std::uint32_t) {
+        drained_event_.drain();
+        offer();
+    });
+    try {
+        loop_.add(input_fd_, EPOLLIN, [this](std::uint32_t) { read_input(); });
+        watching_ = true;
+    } catch (const std::system_error& error) {
+        if (error.code() != std::errc::operation_not_permitted) {
+            throw;
+        }
+        pollable_ = false;
+        loop_.post([this] { read_input(); });
+    }
 }
 
 ConsoleInput::~ConsoleInput() {
-    stop();
+    loop_.remove(drained_event_.get());
+    if (pollable_) {
+        loop_.remove(input_fd_);
+    }
     if (saved_terminal_) {
         ::tcsetattr(input_fd_, TCSANOW, &*saved_terminal_);
     }
 }
 
-void ConsoleInput::notify_drained() { drained_event_.signal(); }
-
-void ConsoleInput::stop() {
-    if (thread_.joinable()) {
-        stop_event_.signal();
-        thread_.join();
+void ConsoleInput::watch_input(bool watch) {
+    if (pollable_ && input_open_ && watch != watching_) {
+        loop_.modify(input_fd_, watch ? std::uint32_t{EPOLLIN} : 0u);
+        watching_ = watch;
     }
 }
 
-bool ConsoleInput::offer() {
-    std::size_t taken = serial_.enqueue_input(
-        {reinterpret_cast<const std::uint8_t*>(pending_.data()), pending_.size()});
+void ConsoleInput::offer() {
+    std::size_t taken =
+        serial_.enqueue_input({reinterpret_cast<const std::uint8_t*>(pending_.data()), pending_.size()});
     pending_.erase(0, taken);
-    return pending_.empty();
+    if (!pending_.empty()) {
+        watch_input(false);
+    } else if (pollable_) {
+        watch_input(true);
+    } else if (input_open_) {
+        loop_.post([this] { read_input(); });
+    }
 }
 
-void ConsoleInput::run() {
-    bool input_open = true;
-    for (;;) {
-        // While the guest has not taken what we have, stop reading: the
-        // backlog stays in the pipe or terminal, not in our memory.
-        pollfd fds[3] = {{stop_event_.get(), POLLIN, 0},
-                         {drained_event_.get(), POLLIN, 0},
-                         {pending_.empty() && input_open ? input_fd_ : -1, POLLIN, 0}};
-        if (::poll(fds, 3, -1) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+void ConsoleInput::read_input() {
+    char buffer[256];
+    ssize_t count = ::read(input_fd_, buffer, sizeof buffer);
+    if (count <= 0) {
+        if (count < 0 && (errno == EINTR || errno == EAGAIN)) {
             return;
         }
-        if (fds[0].revents) {
-            return;
+        // EOF: the guest simply gets no more input.
+        if (pollable_) {
+            loop_.remove(input_fd_);
+            pollable_ = false;
         }
-        if (fds[1].revents) {
-            drained_event_.drain();
-            offer();
-        }
-        if (fds[2].revents) {
-            char buffer[256];
-            ssize_t count = ::read(input_fd_, buffer, sizeof buffer);
-            if (count <= 0) {
-                if (count < 0 && (errno == EINTR || errno == EAGAIN)) {
-                    continue;
-                }
-                input_open = false;  // EOF: the guest simply gets no more input
-                continue;
-            }
-            for (ssize_t i = 0; i < count; ++i) {
-                char byte = buffer[i];
-                if (saved_terminal_ && escape_) {
-                    escape_ = false;
-                    if (byte == 'x') {
-                        on_quit_();
-                        return;
-                    }
-                    if (byte != kEscape) {
-                        pending_.push_back(kEscape);
-                    }
-                } else if (saved_terminal_ && byte == kEscape) {
-                    escape_ = true;
-                    continue;
-                }
-                pending_.push_back(byte);
-            }
-            offer();
-        }
+        input_open_ = false;
+        return;
     }
+    for (ssize_t i = 0; i < count; ++i) {
+        char byte = buffer[i];
+        if (saved_terminal_ && escape_) {
+            escape_ = false;
+            if (byte == 'x') {
+                on_quit_();
+                return;
+            }
+            if (byte != kEscape) {
+                pending_.push_back(kEscape);
+            }
+        } else if (saved_terminal_ && byte == kEscape) {
+            escape_ = true;
+            continue;
+        }
+        pending_.push_back(byte);
+    }
+    offer();
 }
 
 }  // namespace vmm::machine

@@ -43,6 +43,22 @@ inline constexpr std::uint64_t kLapicAddress = 0xfee00000;
 inline constexpr std::uint64_t kKvmTssAddress = 0xfeffd000;
 inline constexpr std::uint64_t kKvmIdentityMapAddress = 0xfeffc000;
 
+// PCI: one bus (0) behind a host bridge, reached through configuration
+// mechanism #1. Device BARs are placed in a 32-bit window at the bottom of the
+// MMIO hole (e820 has no RAM there), clear of the APICs and KVM's pages.
+inline constexpr std::uint16_t kPciConfigAddressPort = 0xcf8;
+inline constexpr std::uint16_t kPciConfigDataPort = 0xcfc;
+inline constexpr std::uint64_t kPciMmioStart = kMmioHoleStart;
+inline constexpr std::uint64_t kPciMmioSize = 512ull << 20;  // up to 0xe0000000
+// The port-I/O window the host bridge forwards (for I/O BARs; virtio uses memory BARs).
+inline constexpr std::uint16_t kPciIoStart = 0xc000;
+inline constexpr std::uint32_t kPciIoSize = 0x4000;  // up to 0xffff
+// INTx: slot S's INTA# is wired to IOAPIC pin kPciIntxFirstGsi + S % kPciIntxGsiCount,
+// level-triggered and active-low as PCI interrupts are; the ISA IRQs (0-15) stay apart.
+inline constexpr std::uint32_t kPciIntxFirstGsi = 16;
+inline constexpr std::uint32_t kPciIntxGsiCount = 8;
+inline constexpr std::uint32_t kPciMaxSlots = 32;
+
 // Ports of the ACPI fixed hardware the VMM emulates (FADT points at them).
 inline constexpr std::uint16_t kAcpiPm1EventPort = 0x600;     // 4 bytes: status, enable
 inline constexpr std::uint16_t kAcpiPm1ControlPort = 0x604;   // 2 bytes

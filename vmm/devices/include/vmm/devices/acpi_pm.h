@@ -5,7 +5,8 @@
 #include <mutex>
 #include <span>
 
-#include "vmm/devices/pio_device.h"
+#include "vmm/devices/bus_device.h"
+#include "vmm/devices/interrupts.h"
 
 namespace vmm::devices {
 
@@ -17,15 +18,15 @@ namespace vmm::devices {
 // PM1a event block: PM1_STS (2 bytes, write 1 to clear) then PM1_EN (2 bytes).
 // The one event is the fixed-hardware power button, the graceful way for the
 // host to ask an ACPI-aware guest (systemd, acpid) to shut down.
-class AcpiPm1EventBlock final : public PioDevice {
+class AcpiPm1EventBlock final : public BusDevice {
 public:
     static constexpr std::uint16_t kPortSpan = 4;  // the FADT's PM1_EVT_LEN
 
     // `sci` is the ACPI system control interrupt the FADT names.
     explicit AcpiPm1EventBlock(InterruptLine& sci);
 
-    void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
-    void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
+    void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+    void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // Host side, from any thread: a press of the power button. The guest sees
     // it once it has enabled the power-button event.
@@ -44,7 +45,7 @@ private:
 // PM1a control block: PM1_CNT (2 bytes). Writing SLP_EN with the S5 sleep
 // type (the one the DSDT's \_S5 advertises) powers the machine off; other
 // sleep types are not advertised and are ignored.
-class AcpiPm1ControlBlock final : public PioDevice {
+class AcpiPm1ControlBlock final : public BusDevice {
 public:
     static constexpr std::uint16_t kPortSpan = 2;  // the FADT's PM1_CNT_LEN
 
@@ -53,8 +54,8 @@ public:
     // SLP_TYP's 3 bits.
     AcpiPm1ControlBlock(std::uint8_t s5_sleep_type, std::function<void()> on_power_off);
 
-    void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
-    void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
+    void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+    void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
 private:
     const std::uint8_t s5_sleep_type_;

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <span>
 
-#include "vmm/devices/pio_device.h"
+#include "vmm/devices/bus_device.h"
 
 namespace vmm::devices {
 
@@ -27,7 +27,7 @@ namespace vmm::devices {
 // Firmware conventionally leaves the memory size in CMOS; the boot path does
 // not need it, but guests and tools that look there find what QEMU and Cloud
 // Hypervisor put.
-class Cmos final : public PioDevice {
+class Cmos final : public BusDevice {
 public:
     struct MemorySize {
         std::uint64_t below_4g = 0;  // bytes of RAM below 4 GiB (including the first MiB)
@@ -42,8 +42,8 @@ public:
     explicit Cmos(MemorySize memory,
                   Clock clock = [] { return std::chrono::system_clock::now(); });
 
-    void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
-    void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
+    void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+    void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
 private:
     std::uint8_t read_data();

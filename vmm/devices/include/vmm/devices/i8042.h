@@ -9,7 +9,8 @@
 #include <optional>
 #include <span>
 
-#include "vmm/devices/pio_device.h"
+#include "vmm/devices/bus_device.h"
+#include "vmm/devices/interrupts.h"
 
 namespace vmm::devices {
 
@@ -31,7 +32,7 @@ namespace vmm::devices {
 // to the mouse at once, so neither the probe nor psmouse waits for timeouts.
 // Only scan code set 2 exists, delivered as set 1 while the command byte asks
 // the controller to translate.
-class I8042 final : public PioDevice {
+class I8042 final : public BusDevice {
 public:
     static constexpr std::uint16_t kDataOffset = 0;
     static constexpr std::uint16_t kCommandOffset = 4;
@@ -43,8 +44,8 @@ public:
     I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
           std::function<void()> on_reset);
 
-    void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
-    void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
+    void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+    void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // Host side, from any thread: presses Ctrl, Alt and Delete, then releases
     // them. Returns false, typing nothing, when the guest has switched keyboard

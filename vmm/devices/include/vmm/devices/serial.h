@@ -7,7 +7,8 @@
 #include <mutex>
 #include <span>
 
-#include "vmm/devices/pio_device.h"
+#include "vmm/devices/bus_device.h"
+#include "vmm/devices/interrupts.h"
 
 namespace vmm::devices {
 
@@ -24,7 +25,7 @@ namespace vmm::devices {
 // change outside loopback), parity/framing/break errors, the receive-timeout
 // interrupt and FIFO trigger levels (data-ready interrupts on any byte, which
 // the driver handles the same way).
-class Serial final : public PioDevice {
+class Serial final : public BusDevice {
 public:
     // Receives each byte the guest transmits, on the vCPU thread, with the
     // UART's lock held (so output from several vCPUs stays in order): it must
@@ -43,8 +44,8 @@ public:
     // host to offer the rest.
     Serial(InterruptLine& interrupt, OutputSink output, std::function<void()> input_drained = {});
 
-    void read(std::uint16_t offset, std::span<std::uint8_t> data) override;
-    void write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
+    void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
+    void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // Host side, from any thread: queues bytes for the guest to receive and
     // raises the data-ready interrupt. Returns how many bytes fit in the FIFO;

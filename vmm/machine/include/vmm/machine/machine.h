@@ -1,12 +1,6 @@
 #pragma once
 
-#include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <thread>
 
 #include "vmm/config/vm_config.h"
 

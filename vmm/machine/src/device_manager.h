@@ -1,0 +1,90 @@
+#pragma once
+
+// Every device of the machine, the buses that reach them, and the wiring of
+// their interrupts. Adding a device touches this one place: it is created,
+// put on a bus, given its interrupts, described to the guest's firmware
+// tables, and reported in `stats`.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kvm_interrupts.h"
+#include "vmm/devices/acpi_pm.h"
+#include "vmm/devices/bus.h"
+#include "vmm/devices/i8042.h"
+#include "vmm/devices/serial.h"
+#include "vmm/kvm/exit_handler.h"
+#include "vmm/kvm/vm.h"
+#include "vmm/memory/guest_memory.h"
+
+namespace vmm::machine {
+
+// Where the legacy PC devices report to the rest of the machine.
+struct LegacyDeviceHooks {
+    devices::Serial::OutputSink serial_output;
+    std::function<void()> serial_input_drained;
+    std::function<void()> guest_reset;
+    std::function<void()> guest_power_off;
+};
+
+class DeviceManager {
+public:
+    DeviceManager(kvm::Vm& vm, memory::GuestMemory& memory);
+    DeviceManager(const DeviceManager&) = delete;
+    DeviceManager& operator=(const DeviceManager&) = delete;
+
+    // The serial port, the i8042, the CMOS/RTC and the ACPI PM1 blocks.
+    void add_legacy_devices(LegacyDeviceHooks hooks);
+    // ACPI and the MP table, with what every device adds to them.
+    void write_firmware_tables(std::uint32_t vcpu_count);
+
+    // Routes the vCPUs' port-I/O and MMIO exits to the buses.
+    kvm::ExitHandler& exit_handler() { return exit_handler_; }
+
+    devices::Serial& serial() { return *serial_; }
+    devices::I8042& i8042() { return *i8042_; }
+    devices::AcpiPm1EventBlock& power_button() { return *pm_events_; }
+
+    nlohmann::json stats() const;
+
+private:
+    class BusExitHandler final : public kvm::ExitHandler {
+    public:
+        BusExitHandler(devices::Bus& pio, devices::Bus& mmio) : pio_(pio), mmio_(mmio) {}
+        void pio_read(std::uint16_t port, std::span<std::uint8_t> data) override { pio_.read(port, data); }
+        void pio_write(std::uint16_t port, std::span<const std::uint8_t> data) override {
+            pio_.write(port, data);
+        }
+        void mmio_read(std::uint64_t address, std::span<std::uint8_t> data) override {
+            mmio_.read(address, data);
+        }
+        void mmio_write(std::uint64_t address, std::span<const std::uint8_t> data) override {
+            mmio_.write(address, data);
+        }
+
+    private:
+        devices::Bus& pio_;
+        devices::Bus& mmio_;
+    };
+
+    devices::InterruptLine& interrupt_line(std::uint32_t gsi);
+
+    kvm::Vm& vm_;
+    memory::GuestMemory& memory_;
+    devices::Bus pio_bus_{"port I/O", 0x10000};
+    devices::Bus mmio_bus_{"MMIO", 0};
+    BusExitHandler exit_handler_{pio_bus_, mmio_bus_};
+    MsiRouter msi_router_{vm_};
+    std::vector<std::unique_ptr<KvmInterruptLine>> interrupt_lines_;
+
+    std::shared_ptr<devices::Serial> serial_;
+    std::shared_ptr<devices::I8042> i8042_;
+    std::shared_ptr<devices::AcpiPm1EventBlock> pm_events_;
+};
+
+}  // namespace vmm::machine
