@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
     std::string output;
     app.add_option("bzimage", input, "the bzImage, e.g. /boot/vmlinuz-6.1.0-26-amd64")->required();
     app.add_option("vmlinux", output, "where to write the ELF kernel")->required();
+    app.footer("Every payload compression Linux builds is unpacked: gzip, bzip2, lzma, xz, lzo, lz4, zstd.");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
