@@ -59,7 +59,25 @@ TEST(ParseCommandLine, BadFlagsAreNamed) {
               "--serial: 'tty' is not stdio, none or file=PATH");
     EXPECT_EQ(usage_error({"--kernel", "/k", "--memory", "12X"}),
               "--memory: '12X' is not a size like 512M, 2G or 1048576K");
-    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/d"}), "--disk is not supported by this vmm yet");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--net", "tap=t0"}), "--net is not supported by this vmm yet");
+}
+
+TEST(ParseCommandLine, DisksInOrderWithTheirOptions) {
+    auto config = parse({"--kernel", "/k", "--disk", "path=/a.raw", "--disk", "readonly=on,path=/b.raw,direct=on"});
+    ASSERT_TRUE(config);
+    ASSERT_EQ(config->disks.size(), 2u);
+    EXPECT_EQ(config->disks[0], (vmm::config::DiskConfig{"/a.raw", false, false}));
+    EXPECT_EQ(config->disks[1], (vmm::config::DiskConfig{"/b.raw", true, true}));
+}
+
+TEST(ParseCommandLine, BadDiskOptionsNameTheDiskAndThePart) {
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "readonly=on"}), "--disk readonly=on: path=P is missing");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path="}), "--disk path=: the path is empty");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/a,cache=none"}),
+              "--disk path=/a,cache=none: unknown option 'cache=none' (path=P, readonly=on|off, direct=on|off)");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/a,readonly=yes"}),
+              "--disk path=/a,readonly=yes: readonly='yes' is not on or off");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "/a.raw"}), "--disk /a.raw: '/a.raw' is not KEY=VALUE");
 }
 
 TEST(ParseMemorySize, Units) {

@@ -43,7 +43,50 @@ void require_readable_file(const std::string& flag, const std::string& path) {
     }
 }
 
+bool parse_switch(const std::string& flag, const std::string& key, const std::string& value) {
+    if (value == "on") {
+        return true;
+    }
+    if (value == "off") {
+        return false;
+    }
+    throw UsageError(flag + ": " + key + "='" + value + "' is not on or off");
+}
+
 }  // namespace
+
+DiskConfig parse_disk(const std::string& text) {
+    DiskConfig disk;
+    bool has_path = false;
+    std::stringstream options(text);
+    std::string option;
+    while (std::getline(options, option, ',')) {
+        const auto equals = option.find('=');
+        if (equals == std::string::npos) {
+            throw UsageError("--disk " + text + ": '" + option + "' is not KEY=VALUE");
+        }
+        const std::string key = option.substr(0, equals);
+        const std::string value = option.substr(equals + 1);
+        if (key == "path") {
+            if (value.empty()) {
+                throw UsageError("--disk " + text + ": the path is empty");
+            }
+            disk.path = value;
+            has_path = true;
+        } else if (key == "readonly") {
+            disk.readonly = parse_switch("--disk " + text, key, value);
+        } else if (key == "direct") {
+            disk.direct = parse_switch("--disk " + text, key, value);
+        } else {
+            throw UsageError("--disk " + text + ": unknown option '" + option +
+                             "' (path=P, readonly=on|off, direct=on|off)");
+        }
+    }
+    if (!has_path) {
+        throw UsageError("--disk " + text + ": path=P is missing");
+    }
+    return disk;
+}
 
 std::uint64_t parse_memory_size(const std::string& text) {
     std::size_t digits = 0;
@@ -87,7 +130,7 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     app.add_option("--memory", memory, "guest RAM, e.g. 512M or 2G")->capture_default_str();
     app.add_option("--serial", serial, "stdio, file=PATH or none")->capture_default_str();
     app.add_option("--api-socket", config.api_socket, "control socket path");
-    app.add_option("--disk", disks, "path=P[,readonly=on][,direct=on]");
+    app.add_option("--disk", disks, "a virtio disk, raw image or block device: path=P[,readonly=on][,direct=on]; repeat for more");
     app.add_option("--net", nets, "tap=T[,mac=M]");
     app.add_option("--incoming", incoming, "tcp:HOST:PORT to receive a migration");
     app.add_option("--restore", restore, "snapshot directory to restore");
@@ -105,11 +148,14 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     }
     // These flags belong to the contract; the devices and the migration
     // receiver behind them are not built yet, so refuse them honestly.
-    for (const auto& [flag, values] : {std::pair{"--disk", disks.size()}, {"--net", nets.size()},
-                                       {"--incoming", incoming.size()}, {"--restore", restore.size()}}) {
+    for (const auto& [flag, values] : {std::pair{"--net", nets.size()}, {"--incoming", incoming.size()},
+                                       {"--restore", restore.size()}}) {
         if (values != 0) {
             throw UsageError(std::string(flag) + " is not supported by this vmm yet");
         }
+    }
+    for (const std::string& disk : disks) {
+        config.disks.push_back(parse_disk(disk));
     }
     config.memory_bytes = parse_memory_size(memory);
     config.serial = parse_serial(serial);

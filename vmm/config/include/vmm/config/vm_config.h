@@ -21,6 +21,14 @@ struct SerialConfig {
     std::string path;  // Kind::File
 };
 
+// One --disk: a raw image file or block device, exposed as virtio-blk.
+struct DiskConfig {
+    std::string path;
+    bool readonly = false;
+    bool direct = false;  // O_DIRECT: no host page cache
+    bool operator==(const DiskConfig&) const = default;
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;  // empty: none
@@ -29,6 +37,7 @@ struct VmConfig {
     std::uint64_t memory_bytes = 512ull << 20;
     SerialConfig serial;
     std::string api_socket;  // empty: none
+    std::vector<DiskConfig> disks;
 };
 
 // What the host allows, looked up once so validation itself is pure.
@@ -40,6 +49,10 @@ struct HostLimits {
 // Parses `vmm` flags. Returns nullopt after printing help for --help. Throws
 // UsageError for unknown flags, bad values and flags not supported yet.
 std::optional<VmConfig> parse_command_line(int argc, const char* const* argv);
+
+// "path=P[,readonly=on|off][,direct=on|off]". Throws UsageError naming the
+// flag and the part that is wrong.
+DiskConfig parse_disk(const std::string& text);
 
 // "512M", "2G", "1048576K", "256" (MiB, as QEMU reads -m). Throws UsageError.
 std::uint64_t parse_memory_size(const std::string& text);
