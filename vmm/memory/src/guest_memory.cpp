@@ -16,7 +16,8 @@ namespace {
 
 using sys::hex;
 
-std::size_t bitmap_words(std::uint64_t size) { return (size / kPageSize + 63) / 64; }
+// Rounded up: a region of a partial page (over() allows any size) still has its bit.
+std::size_t bitmap_words(std::uint64_t size) { return ((size + kPageSize - 1) / kPageSize + 63) / 64; }
 
 // KVM maps guest memory with 2 MiB pages where the host backs it with
 // transparent huge pages and the guest and host addresses agree modulo 2 MiB.
