@@ -18,6 +18,20 @@ namespace {
 
 namespace layout = boot::layout;
 
+// The bus IDs the table gives: PCI's must be its bus number, 0, because
+// Linux's IO_APIC_get_PCI_irq_vector matches the PCI bus number against the
+// interrupt entries' source bus IDs.
+constexpr std::uint8_t kBusPci = 0;
+constexpr std::uint8_t kBusIsa = 1;
+
+struct Interrupt {
+    std::uint16_t flags;
+    std::uint8_t source_bus;
+    std::uint8_t source_irq;
+    std::uint8_t ioapic;
+    std::uint8_t pin;
+};
+
 // Reads the table back the way Linux's mpparse.c does: scan for the floating
 // pointer, check both checksums, then walk the entries by their types.
 class MpTable : public testing::LowMemory {
@@ -43,13 +57,29 @@ protected:
         std::vector<std::uint8_t> cpu_apic_ids;
         std::vector<std::uint8_t> cpu_flags;
         std::vector<std::uint8_t> cpu_apic_versions;
-        std::vector<std::string> buses;
+        std::vector<std::pair<std::uint8_t, std::string>> buses;  // ID and type
         std::vector<std::uint8_t> ioapic_ids;
         std::vector<std::uint32_t> ioapic_addresses;
-        std::map<std::uint8_t, std::pair<std::uint8_t, std::uint16_t>> irq_to_pin_and_flags;
-        std::vector<std::uint8_t> irq_target_ioapics;
+        std::vector<Interrupt> interrupts;
         std::vector<std::pair<std::uint8_t, std::uint8_t>> local_type_and_pin;
+        std::vector<std::uint8_t> local_source_buses;
     };
+
+    // The I/O interrupt entries from one bus: its IRQ (a PCI device's is
+    // slot << 2 | pin) to the I/O APIC pin and the flags.
+    using PinAndFlags = std::pair<std::uint8_t, std::uint16_t>;
+    static std::map<std::uint8_t, PinAndFlags> from_bus(const Entries& found, std::uint8_t bus) {
+        std::map<std::uint8_t, PinAndFlags> irq_to_pin_and_flags;
+        for (const Interrupt& interrupt : found.interrupts) {
+            if (interrupt.source_bus != bus) {
+                continue;
+            }
+            const PinAndFlags pin_and_flags{interrupt.pin, interrupt.flags};
+            const bool first = irq_to_pin_and_flags.insert({interrupt.source_irq, pin_and_flags}).second;
+            EXPECT_TRUE(first) << "bus " << int{bus} << " IRQ " << int{interrupt.source_irq} << " twice";
+        }
+        return irq_to_pin_and_flags;
+    }
 
     Entries entries(std::uint64_t table) const {
         Entries found;
@@ -65,7 +95,7 @@ protected:
                     at += 20;
                     break;
                 case 1:
-                    found.buses.push_back(text(at + 2, 6));
+                    found.buses.emplace_back(read<std::uint8_t>(at + 1), text(at + 2, 6));
                     at += 8;
                     break;
                 case 2:
@@ -76,15 +106,15 @@ protected:
                     break;
                 case 3:
                     EXPECT_EQ(read<std::uint8_t>(at + 1), 0) << "vectored interrupt";
-                    EXPECT_EQ(read<std::uint8_t>(at + 4), 0) << "from the ISA bus";
-                    found.irq_to_pin_and_flags[read<std::uint8_t>(at + 5)] = {read<std::uint8_t>(at + 7),
-                                                                              read<std::uint16_t>(at + 2)};
-                    found.irq_target_ioapics.push_back(read<std::uint8_t>(at + 6));
+                    found.interrupts.push_back({read<std::uint16_t>(at + 2), read<std::uint8_t>(at + 4),
+                                                read<std::uint8_t>(at + 5), read<std::uint8_t>(at + 6),
+                                                read<std::uint8_t>(at + 7)});
                     at += 8;
                     break;
                 case 4:
                     EXPECT_EQ(read<std::uint8_t>(at + 6), 0xff) << "every local APIC";
                     found.local_type_and_pin.push_back({read<std::uint8_t>(at + 1), read<std::uint8_t>(at + 7)});
+                    found.local_source_buses.push_back(read<std::uint8_t>(at + 4));
                     at += 8;
                     break;
                 default:
@@ -118,6 +148,8 @@ TEST_F(MpTable, ConfigurationTableHeaderChecksumsToZero) {
     EXPECT_EQ(byte_sum(memory_.read_span(table, length)), 0u);
     EXPECT_EQ(read<std::uint32_t>(table + 36), layout::kLapicAddress);
     EXPECT_EQ(read<std::uint16_t>(table + 40), 0) << "no extended entries";
+    EXPECT_EQ(read<std::uint16_t>(table + 34), kMaxVcpus + 2 + 1 + 16 + 31 * 4 + 2)
+        << "CPUs, buses, I/O APIC, ISA and PCI interrupts, local interrupts";
 }
 
 TEST_F(MpTable, ProcessorsMatchTheMadtAndVcpuZeroBoots) {
@@ -129,21 +161,48 @@ TEST_F(MpTable, ProcessorsMatchTheMadtAndVcpuZeroBoots) {
                             [](std::uint8_t version) { return version == 0x14; }));
 }
 
+TEST_F(MpTable, BusZeroIsPciAndBusOneIsa) {
+    write_mp_table(memory_, 1);
+    const Entries found = entries(layout::kMpConfigTableAddress);
+    EXPECT_EQ(found.buses, (std::vector<std::pair<std::uint8_t, std::string>>{{kBusPci, "PCI   "},
+                                                                              {kBusIsa, "ISA   "}}));
+}
+
 TEST_F(MpTable, IsaIrqsAreIdentityMappedOnTheIoApicAfterTheCpus) {
     write_mp_table(memory_, 3);
     const Entries found = entries(layout::kMpConfigTableAddress);
-    EXPECT_EQ(found.buses, (std::vector<std::string>{"ISA   "}));
     EXPECT_EQ(found.ioapic_ids, (std::vector<std::uint8_t>{3}));
     EXPECT_EQ(found.ioapic_addresses, (std::vector<std::uint32_t>{layout::kIoapicAddress}));
-    ASSERT_EQ(found.irq_to_pin_and_flags.size(), 16u);
-    for (const auto& [irq, pin_and_flags] : found.irq_to_pin_and_flags) {
+    const auto isa = from_bus(found, kBusIsa);
+    ASSERT_EQ(isa.size(), 16u);
+    for (const auto& [irq, pin_and_flags] : isa) {
         EXPECT_EQ(pin_and_flags.first, irq);
         EXPECT_EQ(pin_and_flags.second, irq == layout::kAcpiSciIrq ? 0b1101 : 0) << "IRQ " << int(irq);
     }
-    EXPECT_TRUE(std::all_of(found.irq_target_ioapics.begin(), found.irq_target_ioapics.end(),
-                            [](std::uint8_t id) { return id == 3; }));
+    EXPECT_TRUE(std::all_of(found.interrupts.begin(), found.interrupts.end(),
+                            [](const Interrupt& interrupt) { return interrupt.ioapic == 3; }));
     EXPECT_EQ(found.local_type_and_pin,
               (std::vector<std::pair<std::uint8_t, std::uint8_t>>{{3, 0}, {1, 1}})) << "ExtINT LINT0, NMI LINT1";
+    EXPECT_EQ(found.local_source_buses, (std::vector<std::uint8_t>{kBusIsa, kBusIsa}));
+}
+
+TEST_F(MpTable, EverySlotsFourPinsReachGsis16To23LevelTriggeredActiveLowAsThePrtSays) {
+    write_mp_table(memory_, 2);
+    const Entries found = entries(layout::kMpConfigTableAddress);
+    const auto pci = from_bus(found, kBusPci);
+    EXPECT_EQ(pci.size(), 31u * 4);
+    EXPECT_EQ(found.interrupts.size(), 16 + 31u * 4) << "no entries from other buses";
+    for (unsigned slot = 1; slot < 32; ++slot) {
+        for (unsigned pin = 0; pin < 4; ++pin) {
+            const auto irq = static_cast<std::uint8_t>(slot << 2 | pin);
+            ASSERT_TRUE(pci.contains(irq)) << "slot " << slot << " pin " << pin;
+            EXPECT_EQ(pci.at(irq).first, 16 + (slot + pin) % 8) << "slot " << slot << " pin " << pin;
+            EXPECT_EQ(pci.at(irq).second, 0b1111) << "level-triggered, active low";
+        }
+    }
+    EXPECT_EQ(pci.at(5 << 2).first, 16 + 5) << "INTA# of slot S on GSI 16 + S % 8, as layout.h wires it";
+    EXPECT_EQ(pci.at(13 << 2).first, 16 + 5);
+    EXPECT_FALSE(pci.contains(0)) << "slot 0 is the host bridge";
 }
 
 TEST_F(MpTable, DoesNotOverlapTheAcpiTables) {

@@ -44,6 +44,14 @@ constexpr std::uint8_t kCpuEnabled = 1u << 0;
 constexpr std::uint8_t kCpuBootProcessor = 1u << 1;
 constexpr std::uint8_t kIoApicEnabled = 1u << 0;
 
+// PCI's bus ID is its bus number: Linux's IO_APIC_get_PCI_irq_vector looks
+// for the guest's PCI bus number among the interrupt entries' source bus IDs
+// (MPS 1.4 asks for the same). ISA takes the next ID.
+constexpr std::uint8_t kBusPci = 0;
+constexpr std::uint8_t kBusIsa = 1;
+constexpr std::uint32_t kBusEntries = 2;
+constexpr std::uint32_t kPciInterruptEntries = (layout::kPciMaxSlots - kPciFirstDeviceSlot) * kPciIntxPins;
+
 constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint8_t kInterruptVectored = 0;  // "INT": the APIC supplies the vector
 constexpr std::uint8_t kInterruptNmi = 1;
@@ -81,10 +89,13 @@ std::vector<std::uint8_t> configuration_table(std::uint32_t vcpu_count) {
         table.u32(0);
         table.zeros(8);
     }
-    table.u8(kEntryBus);
-    table.u8(kBusIsa);
-    table.text("ISA   ");
-    ++entries;
+    // In order of bus ID, as MPS 1.4 asks.
+    for (const auto& [id, type] : {std::pair{kBusPci, "PCI   "}, std::pair{kBusIsa, "ISA   "}}) {
+        table.u8(kEntryBus);
+        table.u8(id);
+        table.text(type);
+        ++entries;
+    }
 
     const auto ioapic_id = static_cast<std::uint8_t>(vcpu_count);  // the first ID no vCPU uses
     table.u8(kEntryIoApic);
@@ -104,6 +115,18 @@ std::vector<std::uint8_t> configuration_table(std::uint32_t vcpu_count) {
         table.u8(irq);
         table.u8(ioapic_id);
         table.u8(irq);  // I/O APIC pin
+    }
+    // Every slot's INTA#-INTD#, present device or not, as the DSDT's _PRT.
+    for (std::uint32_t slot = kPciFirstDeviceSlot; slot < layout::kPciMaxSlots; ++slot) {
+        for (std::uint32_t pin = 0; pin < kPciIntxPins; ++pin, ++entries) {
+            table.u8(kEntryIoInterrupt);
+            table.u8(kInterruptVectored);
+            table.u16(kIntiActiveLowLevel);
+            table.u8(kBusPci);
+            table.u8(static_cast<std::uint8_t>((slot << 2) | pin));  // the PCI bus's IRQ naming
+            table.u8(ioapic_id);
+            table.u8(static_cast<std::uint8_t>(pci_intx_gsi(slot, pin)));
+        }
     }
     // The PC wiring of every local APIC: the 8259 on LINT0, NMI on LINT1.
     for (const auto& [type, pin] : {std::pair{kInterruptExtInt, kLint0}, std::pair{kInterruptNmi, kLint1}}) {
@@ -145,9 +168,10 @@ void write_mp_table(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
                                     " vCPUs; it numbers 1 to " + std::to_string(kMaxVcpus));
     }
     const std::vector<std::uint8_t> table = configuration_table(vcpu_count);
-    // Bus, I/O APIC, the ISA IRQs and two local interrupts besides the CPUs.
+    // Buses, I/O APIC, ISA and PCI interrupts and two local interrupts besides the CPUs.
     static_assert(layout::kBiosAreaEnd - layout::kMpConfigTableAddress >=
-                      kHeaderSize + kMaxVcpus * kProcessorEntrySize + (4 + kIsaIrqs) * kOtherEntrySize,
+                      kHeaderSize + kMaxVcpus * kProcessorEntrySize +
+                          (kBusEntries + 1 + kIsaIrqs + kPciInterruptEntries + 2) * kOtherEntrySize,
                   "the largest configuration table fits below the BIOS area's end");
     memory.write(layout::kMpConfigTableAddress, table);
     memory.write(layout::kMpFloatingPointerAddress, floating_pointer(layout::kMpConfigTableAddress));

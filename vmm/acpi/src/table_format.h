@@ -10,15 +10,31 @@
 #include <string_view>
 #include <vector>
 
+#include "vmm/boot/layout.h"
+
 namespace vmm::acpi::detail {
 
-inline constexpr std::uint8_t kBusIsa = 0;
 // Interrupt flags: polarity in bits 1:0, trigger mode in bits 3:2.
 inline constexpr std::uint16_t kIntiConforming = 0;  // to the bus: edge, active-high on ISA
 inline constexpr std::uint16_t kIntiActiveHighLevel = 0b01 | (0b11 << 2);
+inline constexpr std::uint16_t kIntiActiveLowLevel = 0b11 | (0b11 << 2);  // PCI's INTx# lines
 inline constexpr std::uint8_t kAllLocalApics = 0xff;
 inline constexpr std::uint8_t kLint0 = 0;
 inline constexpr std::uint8_t kLint1 = 1;
+
+// PCI interrupt routing, which the DSDT's _PRT and the MP table both state
+// for every slot and pin, present device or not: the tables are written once
+// at boot. Slot 0 is the host bridge, which raises none.
+inline constexpr std::uint32_t kPciFirstDeviceSlot = 1;
+inline constexpr std::uint32_t kPciIntxPins = 4;  // INTA# to INTD#, numbered 0-3
+static_assert(boot::layout::kPciIntxFirstGsi + boot::layout::kPciIntxGsiCount <= boot::layout::kIoapicPins);
+
+// The I/O APIC pin (the GSI) that `pin` of the device in `slot` drives: INTA#
+// as layout.h wires it, each further pin one line on (the swizzle a PCI-PCI
+// bridge applies), so a multi-function device's pins land on different lines.
+constexpr std::uint32_t pci_intx_gsi(std::uint32_t slot, std::uint32_t pin) {
+    return boot::layout::kPciIntxFirstGsi + (slot + pin) % boot::layout::kPciIntxGsiCount;
+}
 
 // Little-endian byte appender.
 class Bytes {

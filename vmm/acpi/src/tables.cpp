@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "aml.h"
 #include "table_format.h"
 #include "vmm/boot/layout.h"
 #include "vmm/sys/hex.h"
@@ -81,12 +82,16 @@ constexpr std::uint8_t kMadtInterruptOverrideLength = 10;
 constexpr std::uint8_t kMadtLocalApicNmiLength = 6;
 constexpr std::uint32_t kLocalApicEnabled = 1u << 0;
 
-// AML opcodes (ACPI spec, section 20).
-constexpr std::uint8_t kAmlNameOp = 0x08;
-constexpr std::uint8_t kAmlPackageOp = 0x12;
-constexpr std::uint8_t kAmlBytePrefix = 0x0a;
-// A PkgLength below 64 fits in one byte whose top two bits are zero.
-constexpr std::size_t kAmlMaxOneBytePkgLength = 63;
+// The Bus field of an Interrupt Source Override: 0, meaning ISA, always.
+constexpr std::uint8_t kMadtBusIsa = 0;
+
+// The PCI host bridge's configuration mechanism #1 ports: address, then data.
+constexpr std::uint16_t kPciConfigPortCount = layout::kPciConfigDataPort + 4 - layout::kPciConfigAddressPort;
+// _PRT's Address field: the slot (device number) in the high word; 0xFFFF in
+// the low one says "any function".
+constexpr std::uint32_t kPrtAnyFunction = 0xffff;
+// _PRT's Source field: Zero says the Source Index is a GSI, not a link device's index.
+constexpr std::uint64_t kPrtGsiSource = 0;
 
 static_assert(layout::kAcpiRsdpAddress % 16 == 0, "Linux scans for the RSDP on 16-byte boundaries");
 static_assert(layout::kAcpiRsdpAddress + kRsdpSize <= layout::kAcpiTablesAddress,
@@ -147,44 +152,69 @@ std::vector<std::uint8_t> facs() {
     return std::move(table.data());
 }
 
-// The DSDT holds only \_S5, which is what lets the guest power off: Linux's
-// poweroff evaluates it and writes SLP_TYP | SLP_EN to the PM1a control
-// block. Hand-encoded AML for Name(\_S5, Package(4){T, T, 0, 0}):
-//   08                  NameOp
-//   5C 5F 53 35 5F      NameString "\_S5_": root prefix '\' and the
-//                       4-character name segment, '_'-padded
-//   12                  PackageOp
-//   0A                  PkgLength, one-byte form: counts itself, NumElements
-//                       and the 8 element bytes = 10
-//   04                  NumElements
-//   0A T 0A T 0A 00 0A 00
-//                       BytePrefix constants: SLP_TYP for PM1a, SLP_TYP for
-//                       PM1b, and two reserved zeros
-std::vector<std::uint8_t> dsdt() {
-    Bytes elements;
-    for (const std::uint8_t value : {layout::kAcpiS5SleepType, layout::kAcpiS5SleepType,
-                                     std::uint8_t{0}, std::uint8_t{0}}) {
-        elements.u8(kAmlBytePrefix);
-        elements.u8(value);
-    }
-    constexpr std::uint8_t kElementCount = 4;
-    const std::size_t package_length = 1 + 1 + elements.data().size();
-    static_assert(1 + 1 + 2 * kElementCount <= kAmlMaxOneBytePkgLength);
+// \_S5 lets the guest power off: Linux's poweroff evaluates it and writes
+// SLP_TYP | SLP_EN to the PM1a control block. Its elements are SLP_TYP for
+// PM1a and for PM1b, then two reserved zeros.
+aml::Aml sleep_state_s5() {
+    const std::uint64_t type = layout::kAcpiS5SleepType;
+    return aml::name("\\_S5", aml::package({aml::integer(type), aml::integer(type), aml::integer(0),
+                                              aml::integer(0)}));
+}
 
+// The ranges the host bridge decodes for the devices behind it, and its own
+// configuration ports, which Linux's x86 PCI code finds here and drops from
+// the windows.
+aml::Aml pci_host_bridge_resources() {
+    return aml::resource_template({
+        aml::resource::word_bus_number(0, 0),
+        aml::resource::io(layout::kPciConfigAddressPort, kPciConfigPortCount),
+        aml::resource::word_io(layout::kPciIoStart, layout::kPciIoSize),
+        aml::resource::dword_memory(static_cast<std::uint32_t>(layout::kPciMmioStart), layout::kPciMmioSize),
+    });
+}
+
+// _PRT: every device slot's INTA#-INTD# to a GSI, as detail::pci_intx_gsi
+// wires them. Static entries: there are no link devices to program.
+aml::Aml pci_interrupt_routing() {
+    std::vector<aml::Aml> entries;
+    for (std::uint32_t slot = kPciFirstDeviceSlot; slot < layout::kPciMaxSlots; ++slot) {
+        for (std::uint32_t pin = 0; pin < kPciIntxPins; ++pin) {
+            entries.push_back(aml::package({
+                aml::integer((slot << 16) | kPrtAnyFunction),
+                aml::integer(pin),
+                aml::integer(kPrtGsiSource),
+                aml::integer(pci_intx_gsi(slot, pin)),
+            }));
+        }
+    }
+    return aml::package(entries);
+}
+
+// Linux scans PCI with ACPI only below a host bridge the DSDT declares:
+// PNP0A03, a conventional PCI root reached through configuration mechanism
+// #1 (PNP0A08 would promise PCIe and an MCFG). No _ADR: a device is named by
+// a _HID or by an _ADR, not both (ACPI 6.5, section 6.1).
+aml::Aml pci_host_bridge() {
+    return aml::device("PCI0", {
+        aml::name("_HID", aml::integer(aml::eisa_id("PNP0A03"))),
+        aml::name("_UID", aml::integer(0)),
+        aml::name("_BBN", aml::integer(0)),
+        aml::name("_CRS", pci_host_bridge_resources()),
+        aml::name("_PRT", pci_interrupt_routing()),
+    });
+}
+
+std::vector<std::uint8_t> dsdt() {
     Bytes table = begin_table("DSDT", kDsdtRevision);
-    table.u8(kAmlNameOp);
-    table.text("\\_S5_");
-    table.u8(kAmlPackageOp);
-    table.u8(static_cast<std::uint8_t>(package_length));
-    table.u8(kElementCount);
-    table.append(elements.data());
+    table.append(sleep_state_s5());
+    table.append(aml::scope("\\_SB", {pci_host_bridge()}));
     return finish_table(std::move(table));
 }
 
 void interrupt_override(Bytes& table, std::uint8_t irq, std::uint32_t gsi, std::uint16_t flags) {
     table.u8(kMadtInterruptOverride);
     table.u8(kMadtInterruptOverrideLength);
-    table.u8(kBusIsa);
+    table.u8(kMadtBusIsa);
     table.u8(irq);
     table.u32(gsi);
     table.u16(flags);

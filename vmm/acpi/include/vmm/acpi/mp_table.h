@@ -7,10 +7,11 @@
 namespace vmm::acpi {
 
 // Writes an Intel MultiProcessor Specification 1.4 table describing the same
-// machine as the ACPI MADT: vCPUs with APIC IDs 0..n-1 (vCPU 0 boots), the
-// I/O APIC with ID n, and ISA IRQs 0-15 on its pins 0-15. Linux scans for it
-// on every boot, before it reads ACPI; found at once, the scan is cheap, and
-// a guest booted with acpi=off still brings up all its CPUs.
+// machine as the ACPI tables: vCPUs with APIC IDs 0..n-1 (vCPU 0 boots), the
+// I/O APIC with ID n, ISA IRQs 0-15 on its pins 0-15, and PCI bus 0 with the
+// INTx# routing of the DSDT's _PRT. Linux scans for it on every boot, before
+// it reads ACPI; found at once, the scan is cheap, and a guest booted with
+// acpi=off still brings up all its CPUs and routes its PCI interrupts.
 //
 // The floating pointer goes to layout::kMpFloatingPointerAddress, the
 // configuration table to layout::kMpConfigTableAddress. Throws

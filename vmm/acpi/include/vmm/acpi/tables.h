@@ -10,9 +10,10 @@ namespace vmm::acpi {
 // 255 is the broadcast ID.
 inline constexpr std::uint32_t kMaxVcpus = 254;
 
-// Writes the ACPI tables a PC-style Linux guest needs to bring up its CPUs
-// and to power off: the RSDP at layout::kAcpiRsdpAddress, then XSDT, FADT,
-// FACS, DSDT (with \_S5) and MADT from layout::kAcpiTablesAddress on, all
+// Writes the ACPI tables a PC-style Linux guest needs to bring up its CPUs,
+// find its PCI devices and power off: the RSDP at layout::kAcpiRsdpAddress,
+// then XSDT, FADT, FACS, DSDT (\_S5, and the PCI host bridge \_SB.PCI0 with
+// its windows and _PRT) and MADT from layout::kAcpiTablesAddress on, all
 // below the MP table's place (layout::kMpConfigTableAddress). Throws
 // std::invalid_argument for a vCPU count of 0 or above kMaxVcpus,
 // std::length_error if the tables would not fit, and
