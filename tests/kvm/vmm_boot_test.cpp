@@ -18,76 +18,13 @@
 #include "vmm/boot/elf_kernel.h"
 #include "vmm/control/client.h"
 #include "vmm/sys/hex.h"
+#include "vmm_fixture.h"
 #include "vmm_process.h"
 
 namespace {
 
-using namespace std::chrono_literals;
+using namespace vim::testing;
 using nlohmann::json;
-using vim::testing::VmmProcess;
-
-// Generous: inside the nested sandbox a boot takes seconds of emulated CPU.
-constexpr auto kBootTimeout = 180s;
-constexpr auto kExitTimeout = 30s;
-
-class VmmBoot : public ::testing::Test {
-protected:
-    void SetUp() override {
-        kernel_ = vim::testing::guest_kernel();
-        if (kernel_.empty()) {
-            GTEST_SKIP() << "no /boot/vmlinuz-* (apt-get install linux-image-amd64)";
-        }
-        char pattern[] = "/tmp/vmm-boot-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(pattern), nullptr);
-        directory_ = pattern;
-    }
-    void TearDown() override {
-        if (!directory_.empty()) {
-            std::filesystem::remove_all(directory_);
-        }
-    }
-
-    std::vector<std::string> boot_arguments(const std::string& mode, int cpus, const std::string& memory) {
-        return {"--kernel", kernel_, "--initrd", VIM_GUEST_INITRAMFS, "--cpus", std::to_string(cpus),
-                "--memory", memory, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet guest.mode=" + mode};
-    }
-
-    std::string socket_path() const { return directory_ + "/api.sock"; }
-
-    // One control command; a failure to reach the vmm says what its guest
-    // printed, which tells a dead guest from a dead control socket.
-    json command(VmmProcess& vmm, const std::string& name, json extra = json::object()) {
-        extra["cmd"] = name;
-        try {
-            return vmm::control::send_command(socket_path(), extra, 60s);
-        } catch (const std::exception& error) {
-            auto code = vmm.wait_exit(5s);
-            throw std::runtime_error(std::string(error.what()) + "\nvmm exit code: " +
-                                     (code ? std::to_string(*code) : "still running") + "\nconsole:\n" +
-                                     vmm.console() + "\nerrors:\n" + vmm.errors());
-        }
-    }
-
-    // The number N of the last "count N" line, or -1.
-    static long last_count(const std::vector<std::string>& lines) {
-        long last = -1;
-        for (const auto& line : lines) {
-            auto at = line.find("count ");
-            if (at != std::string::npos) {
-                last = std::stol(line.substr(at + 6));
-            }
-        }
-        return last;
-    }
-
-    std::string kernel_;
-    std::string directory_;
-};
-
-std::string value_after(const std::string& line, const std::string& key) {
-    auto at = line.find(key);
-    return at == std::string::npos ? "" : line.substr(at + key.size());
-}
 
 void expect_report(VmmProcess& vmm, int cpus, std::uint64_t memory_kib) {
     ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-READY", kBootTimeout)) << vmm.console() << vmm.errors();
@@ -186,6 +123,28 @@ TEST_F(VmmBoot, ShutdownOverTheSocketIsGraceful) {
     EXPECT_FALSE(std::filesystem::exists(socket_path())) << "the control socket outlived the vmm";
 }
 
+// A host agent starting a VM polls for its control socket and talks to it
+// at once: every request from the moment the socket appears gets a whole
+// answer (the machine is assembled before the socket exists).
+TEST_F(VmmBoot, ControlSocketAnswersFromTheMomentItAppears) {
+    auto arguments = boot_arguments("idle", 1, "256M");
+    arguments.insert(arguments.end(), {"--api-socket", socket_path()});
+    VmmProcess vmm(arguments);
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!std::filesystem::exists(socket_path())) {
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline) << vmm.errors();
+    }
+    for (int request = 0; request < 300; ++request) {
+        for (const char* name : {"status", "stats"}) {
+            json reply = command(vmm, name);
+            ASSERT_EQ(reply["ok"], true) << name << " #" << request << ": " << reply.dump();
+        }
+    }
+    EXPECT_EQ(command(vmm, "status")["state"], "running");
+    EXPECT_EQ(command(vmm, "shutdown", {{"timeout_ms", 0}})["ok"], true);
+    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
+}
+
 TEST_F(VmmBoot, PauseStopsTheGuestAndResumeContinuesIt) {
     auto arguments = boot_arguments("counter", 2, "256M");
     arguments.insert(arguments.end(), {"--api-socket", socket_path()});
@@ -218,23 +177,6 @@ TEST_F(VmmBoot, PauseStopsTheGuestAndResumeContinuesIt) {
 
 // Every configuration problem is refused before a guest runs, with exit code 2
 // and one line naming the problem.
-class VmmConfiguration : public VmmBoot {
-protected:
-    void expect_refused(std::vector<std::string> arguments, const std::string& message) {
-        VmmProcess vmm(arguments);
-        EXPECT_EQ(vmm.wait_exit(kExitTimeout), 2) << vmm.errors();
-        EXPECT_NE(vmm.errors().find("error: " + message), std::string::npos)
-            << "expected: " << message << "\nactual: " << vmm.errors();
-        EXPECT_EQ(std::count(vmm.errors().begin(), vmm.errors().end(), '\n'), 1) << vmm.errors();
-        EXPECT_EQ(vmm.console(), "") << "the guest ran";
-    }
-
-    std::vector<std::string> with(std::vector<std::string> extra) {
-        std::vector<std::string> arguments = {"--kernel", kernel_, "--initrd", VIM_GUEST_INITRAMFS};
-        arguments.insert(arguments.end(), extra.begin(), extra.end());
-        return arguments;
-    }
-};
 
 TEST_F(VmmConfiguration, KernelProblems) {
     expect_refused({"--kernel", directory_ + "/none"}, "--kernel " + directory_ + "/none: No such file or directory");

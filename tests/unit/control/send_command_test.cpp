@@ -5,7 +5,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include "socket_test_support.h"
 #include "vmm/control/control_server.h"
@@ -15,6 +14,7 @@ namespace vmm::control {
 namespace {
 
 using nlohmann::json;
+using testing::LoopThread;
 using testing::TempDir;
 using ::testing::HasSubstr;
 
@@ -24,9 +24,7 @@ class ScriptedServer {
 public:
     ScriptedServer(const std::string& path, std::string answer)
         : listener_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
-        sockaddr_un address{};
-        address.sun_family = AF_UNIX;
-        path.copy(address.sun_path, sizeof(address.sun_path) - 1);
+        const sockaddr_un address = testing::socket_address(path);
         if (::bind(listener_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
             ::listen(listener_.get(), 1) != 0) {
             sys::throw_errno("bind and listen " + path);
@@ -50,10 +48,12 @@ class SendCommandTest : public ::testing::Test {
 protected:
     TempDir dir;
     const std::string path = dir.path("api.sock");
+    sys::EventLoop loop;
 };
 
 TEST_F(SendCommandTest, ReturnsErrorRepliesRatherThanThrowing) {
-    ControlServer server(path, {});
+    ControlServer server(loop, path, {});
+    LoopThread loop_thread(loop);
     EXPECT_EQ(send_command(path, {{"cmd", "status"}}, std::chrono::seconds(5)),
               json({{"ok", false}, {"error", "unknown command 'status'"}}));
 }
@@ -68,10 +68,11 @@ TEST_F(SendCommandTest, MissingSocketIsNamed) {
 }
 
 TEST_F(SendCommandTest, GivesUpAfterTheTimeout) {
-    ControlServer server(path, {{"slow", [](const json&) {
-                                     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-                                     return json{};
-                                 }}});
+    ControlServer server(loop, path, {{"slow", [](const json&) {
+                                           std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                                           return json{};
+                                       }}});
+    LoopThread loop_thread(loop);
     const auto start = std::chrono::steady_clock::now();
     try {
         send_command(path, {{"cmd", "slow"}}, std::chrono::milliseconds(50));

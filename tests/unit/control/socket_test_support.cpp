@@ -3,11 +3,13 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <stdexcept>
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
-#include <sys/un.h>
+#include <time.h>
 
 #include "vmm/sys/error.h"
 
@@ -26,14 +28,19 @@ TempDir::~TempDir() {
     std::filesystem::remove_all(path_, ignored);
 }
 
+sockaddr_un socket_address(const std::string& path) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    path.copy(address.sun_path, sizeof(address.sun_path) - 1);
+    return address;
+}
+
 RawClient::RawClient(const std::string& socket_path)
     : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     if (!fd_) {
         sys::throw_errno("socket");
     }
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    socket_path.copy(address.sun_path, sizeof(address.sun_path) - 1);
+    const sockaddr_un address = socket_address(socket_path);
     if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
         sys::throw_errno("connect " + socket_path);
     }
@@ -48,6 +55,22 @@ void RawClient::send(const std::string& bytes) {
         }
         sent += static_cast<std::size_t>(count);
     }
+}
+
+bool RawClient::try_send(const std::string& bytes) {
+    return ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
+
+bool RawClient::input_ready(std::chrono::milliseconds wait) {
+    if (buffered_.find('\n') != std::string::npos) {
+        return true;
+    }
+    pollfd polled{fd_.get(), POLLIN, 0};
+    const int ready = ::poll(&polled, 1, static_cast<int>(wait.count()));
+    if (ready < 0) {
+        sys::throw_errno("poll");
+    }
+    return ready > 0;
 }
 
 std::optional<std::string> RawClient::read_line(std::chrono::milliseconds timeout) {
@@ -78,6 +101,38 @@ std::optional<std::string> RawClient::read_line(std::chrono::milliseconds timeou
         }
         buffered_.append(chunk, static_cast<std::size_t>(count));
     }
+}
+
+LoopThread::LoopThread(sys::EventLoop& loop) : loop_(loop), thread_([&loop] { loop.run(); }) {}
+
+LoopThread::~LoopThread() {
+    loop_.stop();
+    thread_.join();
+}
+
+void LoopThread::run_on_loop(std::function<void()> task) {
+    std::promise<void> done;
+    loop_.post([&] {
+        try {
+            task();
+            done.set_value();
+        } catch (...) {
+            done.set_exception(std::current_exception());
+        }
+    });
+    done.get_future().get();
+}
+
+std::chrono::nanoseconds LoopThread::cpu_time() {
+    clockid_t clock;
+    if (const int error = ::pthread_getcpuclockid(thread_.native_handle(), &clock); error != 0) {
+        sys::throw_errno("pthread_getcpuclockid", error);
+    }
+    timespec used{};
+    if (::clock_gettime(clock, &used) != 0) {
+        sys::throw_errno("clock_gettime");
+    }
+    return std::chrono::seconds(used.tv_sec) + std::chrono::nanoseconds(used.tv_nsec);
 }
 
 }  // namespace vmm::control::testing

@@ -3,7 +3,7 @@
 #include <array>
 #include <cerrno>
 
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "dispatch.h"
@@ -11,7 +11,9 @@
 
 namespace vmm::control {
 
-short Connection::wanted_events() const noexcept { return output_.empty() ? POLLIN : POLLOUT; }
+Connection::Connection(sys::Fd fd, const CommandTable& commands) : fd_(std::move(fd)), commands_(&commands) {}
+
+std::uint32_t Connection::wanted_events() const noexcept { return output_.empty() ? EPOLLIN : EPOLLOUT; }
 
 void Connection::on_ready() {
     // Errors and hang-ups surface from the recv() or send() below, so the
@@ -29,6 +31,7 @@ void Connection::read_input() {
     const ssize_t count = ::recv(fd_.get(), chunk.data(), chunk.size(), MSG_DONTWAIT);
     if (count > 0) {
         input_.append(chunk.data(), static_cast<std::size_t>(count));
+        last_progress_ = Clock::now();
     } else if (count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         // A partial line left by a departing client is dropped with it.
         finished_ = true;
@@ -51,6 +54,7 @@ void Connection::advance() {
                 return;
             }
             output_.erase(0, static_cast<std::size_t>(count));
+            last_progress_ = Clock::now();
             continue;
         }
         if (close_after_output_) {
@@ -58,9 +62,27 @@ void Connection::advance() {
             return;
         }
         if (!take_line()) {
+            // The clock starts when the server waits, not when the bytes came:
+            // they may have waited behind replies the client was slow to read.
+            if (input_.empty()) {
+                unfinished_line_since_.reset();
+            } else if (!unfinished_line_since_) {
+                unfinished_line_since_ = Clock::now();
+            }
             return;
         }
+        unfinished_line_since_.reset();
     }
+}
+
+void Connection::close_with_error(std::string_view message) {
+    if (output_.empty()) {
+        // Best effort: a client that does not read cannot be told anything.
+        const std::string line = error_line(message);
+        [[maybe_unused]] const ssize_t sent =
+            ::send(fd_.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    finished_ = true;
 }
 
 bool Connection::take_line() {

@@ -1,7 +1,10 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <optional>
 #include <string>
-#include <utility>
+#include <string_view>
 
 #include "vmm/control/command.h"
 #include "vmm/sys/fd.h"
@@ -12,17 +15,34 @@ namespace vmm::control {
 // lines are dispatched one at a time and the reply to each is written out
 // before the next is dispatched or more input is read, so memory stays bounded
 // by one line and one reply and a client that stops reading waits alone.
+//
+// It knows nothing of the event loop: the server watches fd() for
+// wanted_events(), calls on_ready() and drops the connection once finished().
 class Connection {
 public:
-    Connection(sys::Fd fd, const CommandTable& commands) : fd_(std::move(fd)), commands_(&commands) {}
+    using Clock = std::chrono::steady_clock;
+
+    Connection(sys::Fd fd, const CommandTable& commands);
 
     int fd() const noexcept { return fd_.get(); }
-    // POLLOUT while a reply is pending, otherwise POLLIN.
-    short wanted_events() const noexcept;
-    // Called when poll() reports anything for wanted_events().
+    // EPOLLOUT while a reply is pending, otherwise EPOLLIN.
+    std::uint32_t wanted_events() const noexcept;
+    // Called when the descriptor is ready for wanted_events() (or failed);
+    // harmless when it is not.
     void on_ready();
     // The client left, failed, or was sent its last reply: drop the connection.
     bool finished() const noexcept { return finished_; }
+
+    // Since when the connection has been waiting for the rest of a request
+    // line the client began; nullopt while it is not.
+    std::optional<Clock::time_point> unfinished_line_since() const noexcept { return unfinished_line_since_; }
+    // When bytes last moved either way (or the connection was accepted).
+    Clock::time_point last_progress() const noexcept { return last_progress_; }
+
+    // Ends the connection, first sending {"ok": false, "error": message} if
+    // that fits without blocking and no reply is pending (it may be partly
+    // sent, and appending to it would garble both).
+    void close_with_error(std::string_view message);
 
 private:
     void read_input();
@@ -39,6 +59,8 @@ private:
     std::string output_;
     bool close_after_output_ = false;
     bool finished_ = false;
+    std::optional<Clock::time_point> unfinished_line_since_;
+    Clock::time_point last_progress_ = Clock::now();
 };
 
 }  // namespace vmm::control

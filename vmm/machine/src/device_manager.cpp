@@ -3,7 +3,9 @@
 #include "vmm/acpi/mp_table.h"
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
+#include "vmm/config/vm_config.h"
 #include "vmm/devices/cmos.h"
+#include "vmm/pci/config_io.h"
 
 namespace vmm::machine {
 namespace {
@@ -12,10 +14,39 @@ namespace layout = boot::layout;
 
 }  // namespace
 
-DeviceManager::DeviceManager(kvm::Vm& vm, memory::GuestMemory& memory) : vm_(vm), memory_(memory) {}
+DeviceManager::DeviceManager(kvm::Vm& vm, memory::GuestMemory& memory, sys::EventLoop& loop)
+    : vm_(vm),
+      memory_(memory),
+      loop_(loop),
+      pci_root_(std::make_shared<pci::RootBus>(
+          mmio_bus_, pci::RootBus::MemoryWindow{layout::kPciMmioStart, layout::kPciMmioSize},
+          pci::RootBus::IntxRouting{layout::kPciIntxFirstGsi, layout::kPciIntxGsiCount})) {
+    pio_bus_.add("pci-config", layout::kPciConfigAddressPort, pci::ConfigIo::kPortSpan,
+                 std::make_shared<pci::ConfigIo>(pci_root_));
+}
+
+void DeviceManager::add_virtio_device(std::string name, std::shared_ptr<virtio::VirtioDevice> device) {
+    // Slot 0 is the host bridge's.
+    const std::size_t slot = virtio_devices_.size() + 1;
+    if (slot >= layout::kPciMaxSlots) {
+        throw config::UsageError(name + ": no PCI slot left (at most " +
+                                 std::to_string(layout::kPciMaxSlots - 1) + " devices)");
+    }
+    const std::size_t queues = device->queue_max_sizes().size();
+    auto transport = std::make_shared<virtio::PciTransport>(
+        name, std::move(device), memory_, loop_, vm_,
+        msi_router_.create_vectors(virtio::PciTransport::vector_count(queues)),
+        interrupt_line(pci_root_->intx_gsi(slot)));
+    pci_root_->add_device(slot, name, transport);
+    virtio_devices_.push_back(std::move(transport));
+}
 
 devices::InterruptLine& DeviceManager::interrupt_line(std::uint32_t gsi) {
-    interrupt_lines_.push_back(std::make_unique<KvmInterruptLine>(vm_, gsi));
+    auto& level = gsi_levels_[gsi];
+    if (!level) {
+        level = std::make_shared<GsiLevel>(vm_, gsi);
+    }
+    interrupt_lines_.push_back(std::make_unique<KvmInterruptLine>(level));
     return *interrupt_lines_.back();
 }
 
@@ -48,10 +79,16 @@ void DeviceManager::write_firmware_tables(std::uint32_t vcpu_count) {
 }
 
 nlohmann::json DeviceManager::stats() const {
+    nlohmann::json virtio = nlohmann::json::object();
+    for (const auto& transport : virtio_devices_) {
+        virtio[transport->name()] = transport->stats();
+    }
     return {{"unhandled_port_reads", pio_bus_.unhandled_reads()},
             {"unhandled_port_writes", pio_bus_.unhandled_writes()},
             {"unhandled_mmio_reads", mmio_bus_.unhandled_reads()},
-            {"unhandled_mmio_writes", mmio_bus_.unhandled_writes()}};
+            {"unhandled_mmio_writes", mmio_bus_.unhandled_writes()},
+            {"refused_pci_bar_mappings", pci_root_->refused_bar_mappings()},
+            {"devices", virtio}};
 }
 
 }  // namespace vmm::machine

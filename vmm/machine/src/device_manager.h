@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -21,6 +22,10 @@
 #include "vmm/kvm/exit_handler.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
+#include "vmm/pci/root_bus.h"
+#include "vmm/sys/event_loop.h"
+#include "vmm/virtio/device.h"
+#include "vmm/virtio/pci_transport.h"
 
 namespace vmm::machine {
 
@@ -34,12 +39,16 @@ struct LegacyDeviceHooks {
 
 class DeviceManager {
 public:
-    DeviceManager(kvm::Vm& vm, memory::GuestMemory& memory);
+    DeviceManager(kvm::Vm& vm, memory::GuestMemory& memory, sys::EventLoop& loop);
     DeviceManager(const DeviceManager&) = delete;
     DeviceManager& operator=(const DeviceManager&) = delete;
 
     // The serial port, the i8042, the CMOS/RTC and the ACPI PM1 blocks.
     void add_legacy_devices(LegacyDeviceHooks hooks);
+    // Puts `device` on the PCI bus behind the virtio-pci transport, in the
+    // next free slot; `name` ("virtio-blk0") names it in messages and stats.
+    void add_virtio_device(std::string name, std::shared_ptr<virtio::VirtioDevice> device);
+
     // ACPI and the MP table, with what every device adds to them.
     void write_firmware_tables(std::uint32_t vcpu_count);
 
@@ -76,11 +85,15 @@ private:
 
     kvm::Vm& vm_;
     memory::GuestMemory& memory_;
+    sys::EventLoop& loop_;
     devices::Bus pio_bus_{"port I/O", 0x10000};
     devices::Bus mmio_bus_{"MMIO", 0};
     BusExitHandler exit_handler_{pio_bus_, mmio_bus_};
     MsiRouter msi_router_{vm_};
+    std::map<std::uint32_t, std::shared_ptr<GsiLevel>> gsi_levels_;
     std::vector<std::unique_ptr<KvmInterruptLine>> interrupt_lines_;
+    std::shared_ptr<pci::RootBus> pci_root_;
+    std::vector<std::shared_ptr<virtio::PciTransport>> virtio_devices_;
 
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::I8042> i8042_;

@@ -36,6 +36,22 @@ private:
 
 }  // namespace
 
+void GsiLevel::change(bool high) {
+    std::lock_guard lock(mutex_);
+    const bool was_high = high_lines_ > 0;
+    high_lines_ = high ? high_lines_ + 1 : high_lines_ - 1;
+    if ((high_lines_ > 0) != was_high) {
+        vm_.set_irq_line(gsi_, high_lines_ > 0);
+    }
+}
+
+void KvmInterruptLine::set_level(bool high) {
+    // Only changes count towards the GSI's level.
+    if (high_.exchange(high) != high) {
+        gsi_->change(high);
+    }
+}
+
 std::unique_ptr<devices::MsiVectors> MsiRouter::create_vectors(std::size_t count) {
     std::uint32_t first;
     {

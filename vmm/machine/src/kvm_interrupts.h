@@ -3,6 +3,7 @@
 // Interrupt delivery into a KVM VM: the devices see only the interfaces in
 // vmm/devices/interrupts.h.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -15,15 +16,31 @@
 
 namespace vmm::machine {
 
-// A wire into the in-kernel PIC and IOAPIC: ISA IRQs and PCI INTx.
-class KvmInterruptLine final : public devices::InterruptLine {
+// The level of one GSI of the in-kernel PIC and IOAPIC. KVM keeps a single
+// level per GSI for all of userspace, but PCI INTx lines are shared (slots
+// S and S + 8 meet at one GSI): the GSI is high while any of its lines is.
+class GsiLevel {
 public:
-    KvmInterruptLine(kvm::Vm& vm, std::uint32_t gsi) : vm_(vm), gsi_(gsi) {}
-    void set_level(bool high) override { vm_.set_irq_line(gsi_, high); }
+    GsiLevel(kvm::Vm& vm, std::uint32_t gsi) : vm_(vm), gsi_(gsi) {}
+    // One line went high (or low).
+    void change(bool high);
 
 private:
     kvm::Vm& vm_;
-    std::uint32_t gsi_;
+    const std::uint32_t gsi_;
+    std::mutex mutex_;
+    unsigned high_lines_ = 0;
+};
+
+// One device's wire to a GSI: ISA IRQs and PCI INTx.
+class KvmInterruptLine final : public devices::InterruptLine {
+public:
+    explicit KvmInterruptLine(std::shared_ptr<GsiLevel> gsi) : gsi_(std::move(gsi)) {}
+    void set_level(bool high) override;
+
+private:
+    std::shared_ptr<GsiLevel> gsi_;
+    std::atomic<bool> high_ = false;
 };
 
 // The VM's MSI routing table. KVM takes it only whole, so one owner hands

@@ -28,6 +28,7 @@
 #include "vmm/memory/guest_memory.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/event_loop.h"
+#include "vmm/virtio/rng/rng_device.h"
 
 namespace vmm::machine {
 namespace {
@@ -79,7 +80,7 @@ struct Machine::Parts {
     std::atomic<std::uint64_t> serial_output_bytes = 0;
     sys::EventLoop loop;
     Lifecycle lifecycle;
-    DeviceManager devices{vm, memory};
+    DeviceManager devices{vm, memory, loop};
     std::unique_ptr<VcpuPool> vcpus;
     std::unique_ptr<ConsoleInput> console;
     std::unique_ptr<ControlCommands> commands;
@@ -205,6 +206,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     parts->vm.create_pit();
     register_guest_memory(parts->vm, parts->memory, /*log_dirty=*/false);
     add_devices(*parts);
+    parts->devices.add_virtio_device("virtio-rng0", std::make_shared<virtio::RngDevice>());
     parts->devices.write_firmware_tables(config.cpus);
     parts->vcpus = create_vcpu_pool(*parts, boot_info);
     Parts* raw = parts.get();
@@ -221,7 +223,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
         memory::GuestMemory::huge_pages_possible(), parts->started});
     if (!config.api_socket.empty()) {
         try {
-            parts->control.emplace(config.api_socket, parts->commands->table());
+            parts->control.emplace(parts->loop, config.api_socket, parts->commands->table());
         } catch (const std::exception& error) {
             throw UsageError(std::string("--api-socket: ") + error.what());
         }

@@ -19,9 +19,9 @@ public:
 // Receives the whole request object ("cmd" included) and returns the reply's
 // fields; the server adds "ok": true, overwriting any "ok" the function set.
 // A null result (what `return {};` makes) counts as an empty object.
-// Runs on the server's thread, one request at a time: it must be quick (start
-// long work elsewhere and report it through another command) and must never
-// stop or destroy the server that called it.
+// Runs on the event loop's thread, one request at a time: it must be quick
+// (start long work elsewhere and report it through another command), and it
+// must not stop or destroy the server that called it (post that to the loop).
 using CommandFunction = std::function<nlohmann::json(const nlohmann::json& request)>;
 
 // Commands by name. std::less<> lets the server look names up without copying.
