@@ -5,7 +5,7 @@
 #include <array>
 #include <stdexcept>
 
-#include "fake_interrupt_line.h"
+#include "vim/testing/fake_interrupt_line.h"
 
 namespace vmm::devices {
 namespace {
@@ -70,7 +70,7 @@ TEST(AcpiPm1Control, RejectsASleepTypeWiderThanThreeBits) {
 }
 
 TEST(AcpiPm1Event, StatusIsWriteOneToClearAndEnableIsPlain) {
-    testing::FakeInterruptLine sci;
+    vim::testing::FakeInterruptLine sci;
     AcpiPm1EventBlock events(sci);
     events.press_power_button();
     EXPECT_EQ(read16(events, 0), kPowerButton);
@@ -90,7 +90,7 @@ TEST(AcpiPm1Event, StatusIsWriteOneToClearAndEnableIsPlain) {
 }
 
 TEST(AcpiPm1Event, DisablingTheEventDropsTheSci) {
-    testing::FakeInterruptLine sci;
+    vim::testing::FakeInterruptLine sci;
     AcpiPm1EventBlock events(sci);
     write16(events, 2, kPowerButton);
     events.press_power_button();

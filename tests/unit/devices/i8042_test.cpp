@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "fake_interrupt_line.h"
+#include "vim/testing/fake_interrupt_line.h"
 
 namespace vmm::devices {
 namespace {
@@ -71,8 +71,8 @@ protected:
         out(kData, byte);
     }
 
-    testing::FakeInterruptLine irq;      // IRQ 1, the keyboard's
-    testing::FakeInterruptLine aux_irq;  // IRQ 12, the aux port's
+    vim::testing::FakeInterruptLine irq;      // IRQ 1, the keyboard's
+    vim::testing::FakeInterruptLine aux_irq;  // IRQ 12, the aux port's
     int resets = 0;
     I8042 controller{irq, aux_irq, [this] { ++resets; }};
 };

@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "fake_interrupt_line.h"
+#include "vim/testing/fake_interrupt_line.h"
 
 namespace vmm::devices {
 namespace {
@@ -34,7 +34,7 @@ protected:
     }
     std::string output_text() const { return {output.begin(), output.end()}; }
 
-    testing::FakeInterruptLine irq;
+    vim::testing::FakeInterruptLine irq;
     std::vector<std::uint8_t> output;
     int drained = 0;
     Serial serial{irq,

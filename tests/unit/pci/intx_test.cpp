@@ -5,12 +5,12 @@
 #include <array>
 #include <vector>
 
-#include "devices/fake_interrupt_line.h"
+#include "vim/testing/fake_interrupt_line.h"
 
 namespace vmm::pci {
 namespace {
 
-using devices::testing::FakeInterruptLine;
+using vim::testing::FakeInterruptLine;
 
 class IntxTest : public ::testing::Test {
 protected:

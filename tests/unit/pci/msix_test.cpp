@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "fake_msi_vectors.h"
+#include "vim/testing/fake_msi_vectors.h"
 
 namespace vmm::pci {
 namespace {
 
-using testing::FakeMsiVectors;
+using vim::testing::FakeMsiVectors;
 using Route = std::pair<std::size_t, devices::MsiMessage>;
 
 constexpr DeviceIdentity kIdentity{.vendor_id = 0x1af4, .device_id = 0x1042};

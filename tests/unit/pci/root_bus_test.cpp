@@ -11,16 +11,16 @@
 #include <thread>
 #include <vector>
 
-#include "devices/fake_interrupt_line.h"
-#include "fake_msi_vectors.h"
 #include "test_device.h"
+#include "vim/testing/fake_interrupt_line.h"
+#include "vim/testing/fake_msi_vectors.h"
 #include "vmm/pci/config_io.h"
 
 namespace vmm::pci {
 namespace {
 
-using devices::testing::FakeInterruptLine;
-using testing::FakeMsiVectors;
+using vim::testing::FakeInterruptLine;
+using vim::testing::FakeMsiVectors;
 using testing::TestDevice;
 using Move = TestDevice::Move;
 

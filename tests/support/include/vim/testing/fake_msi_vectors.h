@@ -7,16 +7,16 @@
 
 #include "vmm/devices/interrupts.h"
 
-namespace vmm::pci::testing {
+namespace vim::testing {
 
 // Records every route the guest's table programming produced and every
 // vector raised, in order.
-class FakeMsiVectors final : public devices::MsiVectors {
+class FakeMsiVectors final : public vmm::devices::MsiVectors {
 public:
     explicit FakeMsiVectors(std::size_t count) : count_(count) {}
 
     std::size_t size() const override { return count_; }
-    void set_route(std::size_t vector, const devices::MsiMessage& message) override {
+    void set_route(std::size_t vector, const vmm::devices::MsiMessage& message) override {
         std::lock_guard lock(mutex_);
         routes.emplace_back(vector, message);
     }
@@ -25,7 +25,7 @@ public:
         triggers.push_back(vector);
     }
 
-    std::vector<std::pair<std::size_t, devices::MsiMessage>> routes;
+    std::vector<std::pair<std::size_t, vmm::devices::MsiMessage>> routes;
     std::vector<std::size_t> triggers;
 
 private:
@@ -33,4 +33,4 @@ private:
     std::mutex mutex_;
 };
 
-}  // namespace vmm::pci::testing
+}  // namespace vim::testing

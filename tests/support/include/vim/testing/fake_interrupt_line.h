@@ -4,11 +4,11 @@
 
 #include "vmm/devices/interrupts.h"
 
-namespace vmm::devices::testing {
+namespace vim::testing {
 
 // Records every level the device drives, so tests can check both the current
 // level and that a device only reports changes.
-class FakeInterruptLine final : public InterruptLine {
+class FakeInterruptLine final : public vmm::devices::InterruptLine {
 public:
     void set_level(bool high) override { levels.push_back(high); }
 
@@ -40,4 +40,4 @@ public:
     std::vector<bool> levels;
 };
 
-}  // namespace vmm::devices::testing
+}  // namespace vim::testing
