@@ -69,35 +69,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return 0;
     }
     std::memcpy(&header, data, sizeof header);
-    const std::uint8_t* image = data + sizeof header;
-    const std::size_t image_size = size - sizeof header;
-
-    const auto layout = vim::fuzz::fuzz_ram_layout(header, image_size);
-    vim::testing::GuestRam ram(layout);
+    vim::testing::GuestRam ram = vim::fuzz::fuzz_ram(header, {data + sizeof header, size - sizeof header});
     GuestMemory& memory = ram.memory();
-    std::size_t copied = 0;
-    for (const auto& region : memory.regions()) {
-        const std::size_t length = std::min<std::size_t>(region.size, image_size - copied);
-        std::memcpy(region.host, image + copied, length);
-        copied += length;
-    }
-
-    Queue queue("fuzz queue", vim::fuzz::kMaxFuzzQueueSize);
-    QueueState state;
-    state.size = header.queue_size;
-    state.ready = true;
-    state.descriptor_table = header.descriptor_table;
-    state.avail_ring = header.avail_ring;
-    state.used_ring = header.used_ring;
-    state.next_avail = header.next_avail;
-    state.next_used = header.next_used;
-    state.next_used_at_last_check = header.next_used;
-    state.event_idx = (header.event_idx & 1) != 0;
-    try {
-        queue.restore(state, memory);
-    } catch (const QueueBrokenError&) {
+    std::optional<Queue> restored = vim::fuzz::fuzz_queue(header, memory);
+    if (!restored) {
         return 0;
     }
+    Queue& queue = *restored;
 
     // The device's writes can land in the rings (a guest may overlap them
     // with buffers) and offer more chains: the rounds are bounded.

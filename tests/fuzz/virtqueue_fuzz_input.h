@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
 #include <vector>
 
+#include "vim/testing/guest_ram.h"
 #include "vmm/memory/guest_memory.h"
+#include "vmm/virtio/queue.h"
 
 namespace vim::fuzz {
 
@@ -41,6 +46,42 @@ inline std::vector<vmm::memory::RegionLayout> fuzz_ram_layout(const VirtqueueFuz
     }
     return {{start, low_pages * kPageSize},
             {start + (low_pages + 1) * kPageSize, (pages - low_pages) * kPageSize}};
+}
+
+// Guest RAM for an input's image: laid out as above, holding the image's
+// bytes region after region (the rest zero).
+inline testing::GuestRam fuzz_ram(const VirtqueueFuzzHeader& header, std::span<const std::uint8_t> image) {
+    testing::GuestRam ram(fuzz_ram_layout(header, image.size()));
+    std::size_t copied = 0;
+    for (const auto& region : ram.memory().regions()) {
+        const std::size_t length = std::min<std::size_t>(region.size, image.size() - copied);
+        std::memcpy(region.host, image.data() + copied, length);
+        copied += length;
+    }
+    return ram;
+}
+
+// The queue the header describes, ready and part-way through its rings as a
+// device would have it; nullopt when restore() finds its configuration broken.
+inline std::optional<vmm::virtio::Queue> fuzz_queue(const VirtqueueFuzzHeader& header,
+                                                    const vmm::memory::GuestMemory& memory) {
+    vmm::virtio::Queue queue("fuzz queue", kMaxFuzzQueueSize);
+    vmm::virtio::QueueState state;
+    state.size = header.queue_size;
+    state.ready = true;
+    state.descriptor_table = header.descriptor_table;
+    state.avail_ring = header.avail_ring;
+    state.used_ring = header.used_ring;
+    state.next_avail = header.next_avail;
+    state.next_used = header.next_used;
+    state.next_used_at_last_check = header.next_used;
+    state.event_idx = (header.event_idx & 1) != 0;
+    try {
+        queue.restore(state, memory);
+    } catch (const vmm::virtio::QueueBrokenError&) {
+        return std::nullopt;
+    }
+    return queue;
 }
 
 }  // namespace vim::fuzz

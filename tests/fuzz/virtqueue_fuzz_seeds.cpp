@@ -4,80 +4,16 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <string>
-#include <vector>
 
-#include "vim/testing/guest_ram.h"
-#include "vim/testing/virtio_driver.h"
-#include "virtqueue_fuzz_input.h"
+#include "fuzz_seed.h"
 
-namespace {
-
-using vim::fuzz::VirtqueueFuzzHeader;
+using vim::fuzz::bytes;
+using vim::fuzz::kSeedQueueSize;
+using vim::fuzz::Seed;
 using vim::testing::DriverBuffer;
-using vim::testing::RingLayout;
-using vim::testing::VirtqueueDriver;
 using vmm::memory::GuestAddress;
 using vmm::memory::kPageSize;
 using namespace vmm::virtio;
-
-constexpr std::uint16_t kSeedQueueSize = 16;
-constexpr std::uint32_t kRamStartPage = 0x10;
-
-VirtqueueFuzzHeader header_for(std::uint8_t low_region_pages, bool event_idx) {
-    const RingLayout rings = RingLayout::packed(std::uint64_t{kRamStartPage} * kPageSize, kSeedQueueSize);
-    VirtqueueFuzzHeader header{};
-    header.queue_size = kSeedQueueSize;
-    header.event_idx = event_idx ? 1 : 0;
-    header.low_region_pages = low_region_pages;
-    header.ram_start_page = kRamStartPage;
-    header.descriptor_table = static_cast<std::uint32_t>(rings.descriptor_table);
-    header.avail_ring = static_cast<std::uint32_t>(rings.avail_ring);
-    header.used_ring = static_cast<std::uint32_t>(rings.used_ring);
-    return header;
-}
-
-// A seed's RAM of `pages` (split as the header says), with the queue at its
-// start and the driver's buffers after the rings, in the first region.
-class Seed {
-public:
-    Seed(std::uint64_t pages, std::uint8_t low_region_pages = 0, bool event_idx = false)
-        : header_(header_for(low_region_pages, event_idx)),
-          ram_(vim::fuzz::fuzz_ram_layout(header_, pages * kPageSize)),
-          driver_(ram_.memory(), kSeedQueueSize,
-                  RingLayout{header_.descriptor_table, header_.avail_ring, header_.used_ring}, data_start(),
-                  ram_.memory().regions().front().size - (data_start() - ram_start())) {}
-
-    VirtqueueDriver& driver() { return driver_; }
-    GuestAddress last_region_start() const { return ram_.memory().regions().back().start; }
-
-    void save(const std::filesystem::path& file) {
-        header_.next_avail = header_.next_used = driver_.used_idx();
-        std::ofstream out(file, std::ios::binary);
-        out.write(reinterpret_cast<const char*>(&header_), sizeof header_);
-        for (const auto& region : ram_.memory().regions()) {
-            out.write(reinterpret_cast<const char*>(region.host), static_cast<std::streamsize>(region.size));
-        }
-        if (!out) {
-            throw std::runtime_error("write " + file.string() + " failed");
-        }
-    }
-
-private:
-    GuestAddress ram_start() const { return std::uint64_t{kRamStartPage} * kPageSize; }
-    GuestAddress data_start() const { return ram_start() + 0x400; }
-
-    VirtqueueFuzzHeader header_;
-    vim::testing::GuestRam ram_;
-    VirtqueueDriver driver_;
-};
-
-std::vector<std::uint8_t> bytes(std::size_t length, std::uint8_t value) {
-    return std::vector(length, value);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
     if (argc != 2) {
