@@ -53,7 +53,8 @@ json ControlCommands::status() {
             {"memory_bytes", machine_.config.memory_bytes},
             {"memory_huge_pages_possible", machine_.huge_pages_possible},
             {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()},
-            {"exits", exit_counts_json(total)}};
+            {"exits", exit_counts_json(total)},
+            {"devices", machine_.devices.stats()["devices"]}};
 }
 
 json ControlCommands::stats() {

@@ -28,6 +28,7 @@
 #include "vmm/memory/guest_memory.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/event_loop.h"
+#include "vmm/virtio/block/block_device.h"
 #include "vmm/virtio/rng/rng_device.h"
 
 namespace vmm::machine {
@@ -64,6 +65,26 @@ sys::Fd open_serial_file(const std::string& path) {
         throw UsageError("--serial file=" + path + ": " + std::strerror(errno));
     }
     return fd;
+}
+
+// Opens and locks every disk, so that a bad one stops the vmm before anything
+// starts; says once if the disks cannot use io_uring here.
+std::vector<virtio::block::DiskImage> open_disks(const std::vector<config::DiskConfig>& disks) {
+    std::vector<virtio::block::DiskImage> images;
+    for (const config::DiskConfig& disk : disks) {
+        try {
+            images.push_back(virtio::block::DiskImage::open(disk.path, {disk.readonly, disk.direct}));
+        } catch (const std::runtime_error& error) {
+            throw UsageError(error.what());
+        }
+    }
+    if (!images.empty()) {
+        auto probe = virtio::block::make_engine(images.front().fd(), 1);
+        if (!probe.fallback_reason.empty()) {
+            std::fprintf(stderr, "warning: disks use synchronous I/O: %s\n", probe.fallback_reason.c_str());
+        }
+    }
+    return images;
 }
 
 }  // namespace
@@ -186,6 +207,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     if (config.serial.kind == config::SerialConfig::Kind::File) {
         serial_output = open_serial_file(config.serial.path);
     }
+    auto disks = open_disks(config.disks);
 
     auto vm = kvm.create_vm();
     auto ram = boot::ram_layout(config.memory_bytes);
@@ -206,6 +228,13 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     parts->vm.create_pit();
     register_guest_memory(parts->vm, parts->memory, /*log_dirty=*/false);
     add_devices(*parts);
+    // Disks first, so the guest names them vda, vdb, ... in --disk order.
+    for (std::size_t index = 0; index < disks.size(); ++index) {
+        std::string serial = virtio::block::BlockDevice::serial_from_path(disks[index].path());
+        parts->devices.add_virtio_device("virtio-blk" + std::to_string(index),
+                                         std::make_shared<virtio::block::BlockDevice>(std::move(disks[index]),
+                                                                                      std::move(serial)));
+    }
     parts->devices.add_virtio_device("virtio-rng0", std::make_shared<virtio::RngDevice>());
     parts->devices.write_firmware_tables(config.cpus);
     parts->vcpus = create_vcpu_pool(*parts, boot_info);
