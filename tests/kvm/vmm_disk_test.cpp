@@ -190,20 +190,29 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     EXPECT_EQ(host_output("debugfs -R 'cat /hello.txt' " + scratch + " 2>/dev/null"), "hello-from-the-guest\n");
 }
 
-// Linux with acpi=off finds PCI through configuration mechanism #1 and routes
-// its interrupts by the MP table.
-TEST_F(VmmDisks, DisksWorkWithoutAcpi) {
+// Without MSI-X (pci=nomsi) the disk interrupts through INTx: routed by the
+// DSDT's _PRT with ACPI, by the MP table with acpi=off (where Linux finds PCI
+// through configuration mechanism #1 alone).
+class VmmDisksOnIntx : public VmmDisks, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(VmmDisksOnIntx, GuestReadsItsDisk) {
     const std::string pattern = directory_ + "/pattern.raw";
     make_image(pattern, 4 * kMiB, true);
-    VmmProcess vmm(disk_arguments("shell", {"path=" + pattern + ",readonly=on"}, " acpi=off"),
+    VmmProcess vmm(disk_arguments("shell", {"path=" + pattern + ",readonly=on"}, std::string(" ") + GetParam()),
                    VmmProcess::Input::Pipe);
     ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-SHELL", kBootTimeout)) << vmm.console() << vmm.errors();
     auto read = run_in_guest(vmm, "printf 'sum=%s\\n' $(sha256sum /dev/vda | cut -d' ' -f1)");
     EXPECT_EQ(printed_hash(read.output, "sum"), host_sha256(pattern)) << read.output;
+    json stats = command(vmm, "stats");
+    EXPECT_EQ(stats["devices"]["virtio-blk0"]["msix_enabled"], false) << stats.dump();
+    EXPECT_GT(stats["devices"]["virtio-blk0"]["interrupts"].get<long>(), 0) << stats.dump();
     // Without ACPI Linux cannot power off; a reboot (reboot=k: through the i8042) ends the VM.
     vmm.type("reboot -f\n");
     EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
 }
+
+INSTANTIATE_TEST_SUITE_P(Routing, VmmDisksOnIntx, ::testing::Values("pci=nomsi", "acpi=off pci=nomsi"),
+                         [](const auto& info) { return info.index == 0 ? "AcpiPrt" : "MpTable"; });
 
 // The host's filesystem is full: the guest's writes fail with I/O errors,
 // the vmm goes on serving, and nothing it could write is lost silently.
