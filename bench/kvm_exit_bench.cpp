@@ -37,10 +37,13 @@ void report_time_per_exit(benchmark::State& state, double exits_per_iteration) {
 // One iteration = one exit to userspace and back.
 void BM_PortIoExitToUserspace(benchmark::State& state) {
     RealModeGuest guest(0x10000);
+    // One instruction per line, with its assembly:
+    // clang-format off
     const std::uint8_t code[] = {
         0xEE,        // again: out dx, al
         0xEB, 0xFD,  // jmp again
     };
+    // clang-format on
     guest.load(kCode, code);
     auto vcpu = guest.add_vcpu(0, kCode);
     NullHandler handler;
@@ -56,6 +59,8 @@ constexpr int kInKernelExits = 1000;
 
 void BM_InKernelCpuidExit(benchmark::State& state) {
     RealModeGuest guest(0x10000);
+    // One instruction per line, with its assembly:
+    // clang-format off
     const std::uint8_t code[] = {
         0xBE, kInKernelExits & 0xff, kInKernelExits >> 8,  // again: mov si, kInKernelExits
         0x66, 0x31, 0xC0,                                  // next:  xor eax, eax
@@ -65,6 +70,7 @@ void BM_InKernelCpuidExit(benchmark::State& state) {
         0xEE,                                              //        out dx, al (to us)
         0xEB, 0xF2,                                        //        jmp again
     };
+    // clang-format on
     guest.load(kCode, code);
     auto vcpu = guest.add_vcpu(0, kCode);
     NullHandler handler;

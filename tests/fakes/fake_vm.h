@@ -19,7 +19,7 @@ public:
     std::map<std::uint32_t, vmm::kvm::MemorySlot> slots;
     std::vector<std::pair<std::uint32_t, bool>> irq_levels;
     std::vector<std::pair<int, std::uint32_t>> irqfds;
-    std::vector<vmm::kvm::IoEvent> ioevents;  // registered and not yet removed
+    std::vector<vmm::kvm::IoEvent> ioevents;     // registered and not yet removed
     std::vector<vmm::kvm::MsiRoute> msi_routes;  // the last set
     // What dirty_log() returns for a slot until cleared; set by the test.
     std::map<std::uint32_t, std::vector<std::uint64_t>> injected_dirty;

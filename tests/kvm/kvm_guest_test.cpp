@@ -37,6 +37,8 @@ VcpuExit run_until_stop(vmm::kvm::Vcpu& vcpu, vmm::kvm::ExitHandler& handler) {
 
 TEST(KvmGuest, PortIoAndMmioExitsCarryTheGuestsValues) {
     RealModeGuest guest(0x8000);  // RAM ends at 0x8000: 0xF000 is not RAM, so it is MMIO
+    // One instruction per line, with its assembly:
+    // clang-format off
     const std::uint8_t code[] = {
         0xBA, 0xF8, 0x03,  // mov dx, 0x3f8
         0xB0, 'A',         // mov al, 'A'
@@ -50,6 +52,7 @@ TEST(KvmGuest, PortIoAndMmioExitsCarryTheGuestsValues) {
         0xEE,              // out dx, al         ; proves the MMIO read reached the guest
         0xF4,              // hlt
     };
+    // clang-format on
     guest.load(kCode, code);
     auto vcpu = guest.add_vcpu(0, kCode);
     RecordingExitHandler handler;
@@ -78,6 +81,8 @@ TEST(KvmGuest, PortIoAndMmioExitsCarryTheGuestsValues) {
 
 TEST(KvmGuest, StringPortIoIsSplitIntoElements) {
     RealModeGuest guest(kRamSize);
+    // One instruction per line, with its assembly:
+    // clang-format off
     const std::uint8_t code[] = {
         0xBE, 0x00, 0x20,  // mov si, 0x2000
         0xB9, 0x03, 0x00,  // mov cx, 3
@@ -85,6 +90,7 @@ TEST(KvmGuest, StringPortIoIsSplitIntoElements) {
         0xF3, 0x6E,        // rep outsb
         0xF4,              // hlt
     };
+    // clang-format on
     guest.load(kCode, code);
     const std::uint8_t text[] = {'x', 'y', 'z'};
     guest.load(0x2000, text);
@@ -102,10 +108,15 @@ TEST(KvmGuest, StringPortIoIsSplitIntoElements) {
 TEST(KvmGuest, DirtyLogReportsExactlyTheWrittenPages) {
     RealModeGuest guest(0x8000);
     // Slot 1: 16 pages at 0x10000, dirty-logged; the guest reaches them through ES.
-    auto data = vmm::sys::Mapping::map("dirty pages", 16 * 4096, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS);
-    guest.vm().set_memory_slot(
-        {.slot = 1, .guest_address = 0x10000, .size = 16 * 4096, .host_address = data.data(), .log_dirty = true});
+    auto data =
+        vmm::sys::Mapping::map("dirty pages", 16 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    guest.vm().set_memory_slot({.slot = 1,
+                                .guest_address = 0x10000,
+                                .size = 16 * 4096,
+                                .host_address = data.data(),
+                                .log_dirty = true});
+    // One instruction per line, with its assembly:
+    // clang-format off
     const std::uint8_t code[] = {
         0x26, 0xC6, 0x06, 0x00, 0x00, 0x01,  // mov byte es:[0x0000], 1   ; page 0
         0x26, 0xC6, 0x06, 0x10, 0x30, 0x02,  // mov byte es:[0x3010], 2   ; page 3
@@ -116,6 +127,7 @@ TEST(KvmGuest, DirtyLogReportsExactlyTheWrittenPages) {
         0x26, 0xC6, 0x06, 0x08, 0x50, 0x05,  // mov byte es:[0x5008], 5   ; page 5
         0xF4,                                // hlt
     };
+    // clang-format on
     guest.load(kCode, code);
     auto vcpu = guest.add_vcpu(0, kCode);
     auto sregs = vcpu.special_registers();

@@ -50,7 +50,8 @@ struct CountingGuest {
 
     // Waits until vCPU `vcpu` has counted past `from`.
     bool advances(int vcpu, std::uint32_t from) {
-        for (auto deadline = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < deadline;) {
+        for (auto deadline = std::chrono::steady_clock::now() + 20s;
+             std::chrono::steady_clock::now() < deadline;) {
             if (count(vcpu) != from) {
                 return true;
             }

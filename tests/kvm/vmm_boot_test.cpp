@@ -179,13 +179,14 @@ TEST_F(VmmBoot, PauseStopsTheGuestAndResumeContinuesIt) {
 // and one line naming the problem.
 
 TEST_F(VmmConfiguration, KernelProblems) {
-    expect_refused({"--kernel", directory_ + "/none"}, "--kernel " + directory_ + "/none: No such file or directory");
+    expect_refused({"--kernel", directory_ + "/none"},
+                   "--kernel " + directory_ + "/none: No such file or directory");
     expect_refused({"--initrd", VIM_GUEST_INITRAMFS}, "--kernel is required");
 }
 
 TEST_F(VmmConfiguration, NotABzImageSaysSo) {
-    expect_refused({"--kernel", VIM_GUEST_INITRAMFS},
-                   std::string("kernel ") + VIM_GUEST_INITRAMFS + ": not a bzImage (no 0x55AA boot flag at 0x1fe)");
+    expect_refused({"--kernel", VIM_GUEST_INITRAMFS}, std::string("kernel ") + VIM_GUEST_INITRAMFS +
+                                                          ": not a bzImage (no 0x55AA boot flag at 0x1fe)");
 }
 
 TEST_F(VmmConfiguration, ElfKernelProblems) {
@@ -207,14 +208,16 @@ TEST_F(VmmConfiguration, ElfKernelProblems) {
 }
 
 TEST_F(VmmConfiguration, InitrdProblems) {
-    expect_refused({"--kernel", kernel_, "--initrd", directory_}, "--initrd " + directory_ + ": not a regular file");
+    expect_refused({"--kernel", kernel_, "--initrd", directory_},
+                   "--initrd " + directory_ + ": not a regular file");
     expect_refused({"--kernel", kernel_, "--initrd", directory_ + "/none"},
                    "--initrd " + directory_ + "/none: No such file or directory");
 }
 
 TEST_F(VmmConfiguration, MemoryProblems) {
     expect_refused(with({"--memory", "0"}), "--memory: must be more than 0");
-    expect_refused(with({"--memory", "1025K"}), "--memory: 1049600 bytes is not a multiple of the 4 KiB page size");
+    expect_refused(with({"--memory", "1025K"}),
+                   "--memory: 1049600 bytes is not a multiple of the 4 KiB page size");
     expect_refused(with({"--memory", "100000G"}), "--memory: 102400000 MiB is more than the host's");
     expect_refused(with({"--memory", "lots"}), "--memory: 'lots' is not a size like 512M, 2G or 1048576K");
 }
@@ -240,7 +243,8 @@ TEST_F(VmmConfiguration, SocketPathInUse) {
     std::snprintf(address.sun_path, sizeof address.sun_path, "%s", socket_path().c_str());
     ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
     ASSERT_EQ(::listen(listener, 1), 0);
-    expect_refused(with({"--api-socket", socket_path()}), "--api-socket: api socket " + socket_path() + " is in use");
+    expect_refused(with({"--api-socket", socket_path()}),
+                   "--api-socket: api socket " + socket_path() + " is in use");
     ::close(listener);
 }
 

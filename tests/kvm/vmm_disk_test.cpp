@@ -75,7 +75,8 @@ protected:
     };
 
     // Runs `command` in the guest's shell and waits for its exit status.
-    ShellResult run_in_guest(VmmProcess& vmm, const std::string& command, std::chrono::seconds timeout = 120s) {
+    ShellResult run_in_guest(VmmProcess& vmm, const std::string& command,
+                             std::chrono::seconds timeout = 120s) {
         const std::string tag = "VIM-RC-" + std::to_string(++commands_run_) + "=";
         const std::size_t start = vmm.console().size();
         // printf builds the tag, so the echo of the typed line never matches it.
@@ -127,14 +128,16 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     const std::string pattern_sum = host_sha256(pattern), readonly_sum = host_sha256(readonly);
     ASSERT_EQ(pattern_sum.size(), 64u);
 
-    VmmProcess vmm(disk_arguments("shell", {"path=" + scratch, "path=" + pattern, "path=" + readonly + ",readonly=on"}),
-                   VmmProcess::Input::Pipe);
+    VmmProcess vmm(
+        disk_arguments("shell", {"path=" + scratch, "path=" + pattern, "path=" + readonly + ",readonly=on"}),
+        VmmProcess::Input::Pipe);
     ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-SHELL", kBootTimeout)) << vmm.console() << vmm.errors();
 
     // The three disks, with their sizes in 512-byte sectors and the read-only flag.
-    auto sizes = run_in_guest(vmm, "printf 'disk=%s:%s:%s\\n' vda $(cat /sys/block/vda/size) $(cat /sys/block/vda/ro);"
-                                   "printf 'disk=%s:%s:%s\\n' vdb $(cat /sys/block/vdb/size) $(cat /sys/block/vdb/ro);"
-                                   "printf 'disk=%s:%s:%s\\n' vdc $(cat /sys/block/vdc/size) $(cat /sys/block/vdc/ro)");
+    auto sizes = run_in_guest(
+        vmm, "printf 'disk=%s:%s:%s\\n' vda $(cat /sys/block/vda/size) $(cat /sys/block/vda/ro);"
+             "printf 'disk=%s:%s:%s\\n' vdb $(cat /sys/block/vdb/size) $(cat /sys/block/vdb/ro);"
+             "printf 'disk=%s:%s:%s\\n' vdc $(cat /sys/block/vdc/size) $(cat /sys/block/vdc/ro)");
     EXPECT_NE(sizes.output.find("disk=vda:131072:0"), std::string::npos) << sizes.output;
     EXPECT_NE(sizes.output.find("disk=vdb:8192:0"), std::string::npos) << sizes.output;
     EXPECT_NE(sizes.output.find("disk=vdc:2048:1"), std::string::npos) << sizes.output;
@@ -144,7 +147,8 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     EXPECT_EQ(printed_hash(read.output, "sum"), pattern_sum) << read.output;
 
     // A guest-made pattern lands in the host's file (conv=fsync: a FLUSH too).
-    auto write = run_in_guest(vmm, "yes VIM-DISK-PATTERN | head -c 1048576 | dd of=/dev/vda bs=65536 conv=fsync");
+    auto write =
+        run_in_guest(vmm, "yes VIM-DISK-PATTERN | head -c 1048576 | dd of=/dev/vda bs=65536 conv=fsync");
     EXPECT_EQ(write.status, 0) << write.output;
     std::string expected;
     while (expected.size() < kMiB) {
@@ -152,16 +156,19 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     }
     expected.resize(kMiB);
     auto written = read_file(scratch, kMiB);
-    EXPECT_TRUE(std::string(written.begin(), written.end()) == expected) << "the host file lacks the guest's pattern";
+    EXPECT_TRUE(std::string(written.begin(), written.end()) == expected)
+        << "the host file lacks the guest's pattern";
 
     // A read-only disk cannot be written, and its file is unchanged.
     auto refused = run_in_guest(vmm, "dd if=/dev/zero of=/dev/vdc bs=4096 count=1 conv=fsync");
     EXPECT_NE(refused.status, 0) << refused.output;
 
     // A filesystem made and written in the guest, checked on the host later.
-    auto filesystem = run_in_guest(vmm, "mkfs.ext4 -q -F /dev/vda && mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && "
-                                        "echo hello-from-the-guest > /mnt/hello.txt && umount /mnt",
-                                   180s);
+    auto filesystem =
+        run_in_guest(vmm,
+                     "mkfs.ext4 -q -F /dev/vda && mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && "
+                     "echo hello-from-the-guest > /mnt/hello.txt && umount /mnt",
+                     180s);
     EXPECT_EQ(filesystem.status, 0) << filesystem.output;
 
     // The entropy device is the guest's hardware RNG, and it gives bytes.
@@ -170,7 +177,8 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     EXPECT_NE(rng.output.find("rng=virtio_rng.0 "), std::string::npos) << rng.output;
     EXPECT_EQ(printed_hash(rng.output, "random").size(), 64u) << rng.output;
     // sha256 of 32 zero bytes: what a device that gives nothing would yield.
-    EXPECT_NE(printed_hash(rng.output, "random"), "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925");
+    EXPECT_NE(printed_hash(rng.output, "random"),
+              "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925");
 
     // The control socket counts each disk's work.
     json stats = command(vmm, "stats");
@@ -187,7 +195,8 @@ TEST_F(VmmDisks, GuestUsesItsDisksAndEntropyDevice) {
     EXPECT_NE(host_output("e2fsck -fn " + scratch + " 2>&1; echo e2fsck-status=$?").find("e2fsck-status=0"),
               std::string::npos)
         << host_output("e2fsck -fn " + scratch + " 2>&1");
-    EXPECT_EQ(host_output("debugfs -R 'cat /hello.txt' " + scratch + " 2>/dev/null"), "hello-from-the-guest\n");
+    EXPECT_EQ(host_output("debugfs -R 'cat /hello.txt' " + scratch + " 2>/dev/null"),
+              "hello-from-the-guest\n");
 }
 
 // Without MSI-X (pci=nomsi) the disk interrupts through INTx: routed by the
@@ -198,8 +207,9 @@ class VmmDisksOnIntx : public VmmDisks, public ::testing::WithParamInterface<con
 TEST_P(VmmDisksOnIntx, GuestReadsItsDisk) {
     const std::string pattern = directory_ + "/pattern.raw";
     make_image(pattern, 4 * kMiB, true);
-    VmmProcess vmm(disk_arguments("shell", {"path=" + pattern + ",readonly=on"}, std::string(" ") + GetParam()),
-                   VmmProcess::Input::Pipe);
+    VmmProcess vmm(
+        disk_arguments("shell", {"path=" + pattern + ",readonly=on"}, std::string(" ") + GetParam()),
+        VmmProcess::Input::Pipe);
     ASSERT_TRUE(vmm.wait_for_line("VIM-GUEST-SHELL", kBootTimeout)) << vmm.console() << vmm.errors();
     auto read = run_in_guest(vmm, "printf 'sum=%s\\n' $(sha256sum /dev/vda | cut -d' ' -f1)");
     EXPECT_EQ(printed_hash(read.output, "sum"), host_sha256(pattern)) << read.output;

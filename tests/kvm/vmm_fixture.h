@@ -42,8 +42,11 @@ protected:
     }
 
     std::vector<std::string> boot_arguments(const std::string& mode, int cpus, const std::string& memory) {
-        return {"--kernel", kernel_, "--initrd", VIM_GUEST_INITRAMFS, "--cpus", std::to_string(cpus),
-                "--memory", memory, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet guest.mode=" + mode};
+        return {"--kernel",  kernel_,
+                "--initrd",  VIM_GUEST_INITRAMFS,
+                "--cpus",    std::to_string(cpus),
+                "--memory",  memory,
+                "--cmdline", "console=ttyS0 reboot=k panic=1 quiet guest.mode=" + mode};
     }
 
     std::string socket_path() const { return directory_ + "/api.sock"; }
@@ -57,9 +60,9 @@ protected:
             return vmm::control::send_command(socket_path(), extra, 60s);
         } catch (const std::exception& error) {
             auto code = vmm.wait_exit(5s);
-            throw std::runtime_error(std::string(error.what()) + "\nvmm exit code: " +
-                                     (code ? std::to_string(*code) : "still running") + "\nconsole:\n" +
-                                     vmm.console() + "\nerrors:\n" + vmm.errors());
+            throw std::runtime_error(std::string(error.what()) +
+                                     "\nvmm exit code: " + (code ? std::to_string(*code) : "still running") +
+                                     "\nconsole:\n" + vmm.console() + "\nerrors:\n" + vmm.errors());
         }
     }
 

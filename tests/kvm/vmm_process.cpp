@@ -120,7 +120,8 @@ std::optional<std::string> VmmProcess::next_line() {
     return line;
 }
 
-std::optional<std::string> VmmProcess::wait_for_line(const std::string& text, std::chrono::milliseconds timeout) {
+std::optional<std::string> VmmProcess::wait_for_line(const std::string& text,
+                                                     std::chrono::milliseconds timeout) {
     auto deadline = Clock::now() + timeout;
     for (;;) {
         while (auto line = next_line()) {
@@ -128,7 +129,8 @@ std::optional<std::string> VmmProcess::wait_for_line(const std::string& text, st
                 return line;
             }
         }
-        if (Clock::now() >= deadline || !pump(std::min(remaining(deadline), std::chrono::milliseconds(100)))) {
+        if (Clock::now() >= deadline ||
+            !pump(std::min(remaining(deadline), std::chrono::milliseconds(100)))) {
             return std::nullopt;
         }
     }

@@ -174,21 +174,15 @@ std::uint16_t VirtqueueDriver::avail_idx() const {
     return read<std::uint16_t>(avail_ring_ + AvailRing::kIdx);
 }
 
-void VirtqueueDriver::set_avail_idx(std::uint16_t index) {
-    write(avail_ring_ + AvailRing::kIdx, index);
-}
+void VirtqueueDriver::set_avail_idx(std::uint16_t index) { write(avail_ring_ + AvailRing::kIdx, index); }
 
-void VirtqueueDriver::set_avail_flags(std::uint16_t flags) {
-    write(avail_ring_ + AvailRing::kFlags, flags);
-}
+void VirtqueueDriver::set_avail_flags(std::uint16_t flags) { write(avail_ring_ + AvailRing::kFlags, flags); }
 
 void VirtqueueDriver::set_used_event(std::uint16_t index) {
     write(avail_ring_ + AvailRing::used_event(size_), index);
 }
 
-std::uint16_t VirtqueueDriver::used_idx() const {
-    return read<std::uint16_t>(used_ring_ + UsedRing::kIdx);
-}
+std::uint16_t VirtqueueDriver::used_idx() const { return read<std::uint16_t>(used_ring_ + UsedRing::kIdx); }
 
 std::uint16_t VirtqueueDriver::used_flags() const {
     return read<std::uint16_t>(used_ring_ + UsedRing::kFlags);

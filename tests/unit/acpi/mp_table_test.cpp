@@ -1,3 +1,5 @@
+#include "vmm/acpi/mp_table.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "low_memory.h"
-#include "vmm/acpi/mp_table.h"
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 
@@ -40,8 +41,8 @@ protected:
     // the address of the first valid floating pointer and how many steps it took.
     std::pair<std::uint64_t, int> scan() const {
         int steps = 0;
-        for (const auto& [base, length] : {std::pair<std::uint64_t, std::uint64_t>{0, 0x400},
-                                          {639 * 0x400, 0x400}, {0xf0000, 0x10000}}) {
+        for (const auto& [base, length] :
+             {std::pair<std::uint64_t, std::uint64_t>{0, 0x400}, {639 * 0x400, 0x400}, {0xf0000, 0x10000}}) {
             for (std::uint64_t address = base; address < base + length; address += 16, ++steps) {
                 if (text(address, 4) == "_MP_" && read<std::uint8_t>(address + 8) == 1 &&
                     byte_sum(memory_.read_span(address, 16)) == 0 &&
@@ -88,44 +89,43 @@ protected:
         std::uint64_t at = table + 44;
         for (std::uint16_t index = 0; index < count; ++index) {
             switch (read<std::uint8_t>(at)) {
-                case 0:
-                    found.cpu_apic_ids.push_back(read<std::uint8_t>(at + 1));
-                    found.cpu_apic_versions.push_back(read<std::uint8_t>(at + 2));
-                    found.cpu_flags.push_back(read<std::uint8_t>(at + 3));
-                    at += 20;
-                    break;
-                case 1:
-                    found.buses.emplace_back(read<std::uint8_t>(at + 1), text(at + 2, 6));
-                    at += 8;
-                    break;
-                case 2:
-                    found.ioapic_ids.push_back(read<std::uint8_t>(at + 1));
-                    EXPECT_EQ(read<std::uint8_t>(at + 3) & 1, 1) << "I/O APIC enabled";
-                    found.ioapic_addresses.push_back(read<std::uint32_t>(at + 4));
-                    at += 8;
-                    break;
-                case 3:
-                    EXPECT_EQ(read<std::uint8_t>(at + 1), 0) << "vectored interrupt";
-                    found.interrupts.push_back({read<std::uint16_t>(at + 2), read<std::uint8_t>(at + 4),
-                                                read<std::uint8_t>(at + 5), read<std::uint8_t>(at + 6),
-                                                read<std::uint8_t>(at + 7)});
-                    at += 8;
-                    break;
-                case 4:
-                    EXPECT_EQ(read<std::uint8_t>(at + 6), 0xff) << "every local APIC";
-                    found.local_type_and_pin.push_back({read<std::uint8_t>(at + 1), read<std::uint8_t>(at + 7)});
-                    found.local_source_buses.push_back(read<std::uint8_t>(at + 4));
-                    at += 8;
-                    break;
-                default:
-                    ADD_FAILURE() << "unknown entry type " << int(read<std::uint8_t>(at)) << " at " << at;
-                    return found;
+            case 0:
+                found.cpu_apic_ids.push_back(read<std::uint8_t>(at + 1));
+                found.cpu_apic_versions.push_back(read<std::uint8_t>(at + 2));
+                found.cpu_flags.push_back(read<std::uint8_t>(at + 3));
+                at += 20;
+                break;
+            case 1:
+                found.buses.emplace_back(read<std::uint8_t>(at + 1), text(at + 2, 6));
+                at += 8;
+                break;
+            case 2:
+                found.ioapic_ids.push_back(read<std::uint8_t>(at + 1));
+                EXPECT_EQ(read<std::uint8_t>(at + 3) & 1, 1) << "I/O APIC enabled";
+                found.ioapic_addresses.push_back(read<std::uint32_t>(at + 4));
+                at += 8;
+                break;
+            case 3:
+                EXPECT_EQ(read<std::uint8_t>(at + 1), 0) << "vectored interrupt";
+                found.interrupts.push_back({read<std::uint16_t>(at + 2), read<std::uint8_t>(at + 4),
+                                            read<std::uint8_t>(at + 5), read<std::uint8_t>(at + 6),
+                                            read<std::uint8_t>(at + 7)});
+                at += 8;
+                break;
+            case 4:
+                EXPECT_EQ(read<std::uint8_t>(at + 6), 0xff) << "every local APIC";
+                found.local_type_and_pin.push_back({read<std::uint8_t>(at + 1), read<std::uint8_t>(at + 7)});
+                found.local_source_buses.push_back(read<std::uint8_t>(at + 4));
+                at += 8;
+                break;
+            default:
+                ADD_FAILURE() << "unknown entry type " << int(read<std::uint8_t>(at)) << " at " << at;
+                return found;
             }
         }
         EXPECT_EQ(at, table + length) << "the entries fill the base table exactly";
         return found;
     }
-
 };
 
 TEST_F(MpTable, LinuxFindsTheFloatingPointerAtTheStartOfItsSecondScanRegion) {
@@ -164,8 +164,8 @@ TEST_F(MpTable, ProcessorsMatchTheMadtAndVcpuZeroBoots) {
 TEST_F(MpTable, BusZeroIsPciAndBusOneIsa) {
     write_mp_table(memory_, 1);
     const Entries found = entries(layout::kMpConfigTableAddress);
-    EXPECT_EQ(found.buses, (std::vector<std::pair<std::uint8_t, std::string>>{{kBusPci, "PCI   "},
-                                                                              {kBusIsa, "ISA   "}}));
+    EXPECT_EQ(found.buses,
+              (std::vector<std::pair<std::uint8_t, std::string>>{{kBusPci, "PCI   "}, {kBusIsa, "ISA   "}}));
 }
 
 TEST_F(MpTable, IsaIrqsAreIdentityMappedOnTheIoApicAfterTheCpus) {
@@ -181,8 +181,8 @@ TEST_F(MpTable, IsaIrqsAreIdentityMappedOnTheIoApicAfterTheCpus) {
     }
     EXPECT_TRUE(std::all_of(found.interrupts.begin(), found.interrupts.end(),
                             [](const Interrupt& interrupt) { return interrupt.ioapic == 3; }));
-    EXPECT_EQ(found.local_type_and_pin,
-              (std::vector<std::pair<std::uint8_t, std::uint8_t>>{{3, 0}, {1, 1}})) << "ExtINT LINT0, NMI LINT1";
+    EXPECT_EQ(found.local_type_and_pin, (std::vector<std::pair<std::uint8_t, std::uint8_t>>{{3, 0}, {1, 1}}))
+        << "ExtINT LINT0, NMI LINT1";
     EXPECT_EQ(found.local_source_buses, (std::vector<std::uint8_t>{kBusIsa, kBusIsa}));
 }
 

@@ -1,4 +1,7 @@
+#include "vmm/acpi/tables.h"
+
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -13,10 +16,7 @@
 #include <string>
 #include <vector>
 
-#include <stdlib.h>
-
 #include "low_memory.h"
-#include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 
 namespace vmm::acpi {
@@ -290,8 +290,8 @@ TEST_F(AcpiTables, DsdtDefinesS5First) {
     const auto dsdt = table(read<std::uint32_t>(find_table("FACP") + 40));
     const std::uint8_t type = layout::kAcpiS5SleepType;
     // Name(\_S5, Package(4){type, type, Zero, Zero})
-    const std::vector<std::uint8_t> s5 = {0x08, '\\', '_', 'S', '5', '_', 0x12, 0x08, 0x04,
-                                          0x0a, type, 0x0a, type, 0x00, 0x00};
+    const std::vector<std::uint8_t> s5 = {0x08, '\\', '_',  'S',  '5',  '_',  0x12, 0x08,
+                                          0x04, 0x0a, type, 0x0a, type, 0x00, 0x00};
     ASSERT_GT(dsdt.size(), 36 + s5.size());
     EXPECT_TRUE(std::equal(s5.begin(), s5.end(), dsdt.begin() + 36));
 }
@@ -332,8 +332,10 @@ TEST_F(AcpiTables, PciHostBridgeDecodesBusZeroItsWindowsAndConsumesItsConfigPort
             EXPECT_EQ(little_endian(resources, body + 3 + 3 * field, field), 0u) << "no translation";
             const std::uint64_t size = little_endian(resources, body + 3 + 4 * field, field);
             EXPECT_EQ(size, maximum - minimum + 1) << "length";
-            found.push_back({space == 0 ? "memory" : space == 1 ? "io window" : "bus numbers", minimum, size,
-                             resources[body + 2], field});
+            found.push_back({space == 0   ? "memory"
+                             : space == 1 ? "io window"
+                                          : "bus numbers",
+                             minimum, size, resources[body + 2], field});
         } else {
             ADD_FAILURE() << "unexpected descriptor " << int{tag};
         }
@@ -392,11 +394,11 @@ TEST_F(AcpiTables, IaslDisassemblesTheDsdtAndCompilesItBackToTheSameAml) {
     EXPECT_EQ(disassembly_log.find("Warning"), std::string::npos) << disassembly_log;
     EXPECT_EQ(disassembly_log.find("Error"), std::string::npos) << disassembly_log;
     const std::string source = read_text(directory / "dsdt.dsl");
-    for (const char* expected : {"Name (\\_S5, Package (0x04)", "Scope (\\_SB)", "Device (PCI0)",
-                                 "Name (_HID, EisaId (\"PNP0A03\")", "Name (_CRS, ResourceTemplate ()",
-                                 "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode",
-                                 "IO (Decode16", "WordIO (ResourceProducer", "DWordMemory (ResourceProducer",
-                                 "Name (_PRT, Package (0x7C)"}) {
+    for (const char* expected :
+         {"Name (\\_S5, Package (0x04)", "Scope (\\_SB)", "Device (PCI0)", "Name (_HID, EisaId (\"PNP0A03\")",
+          "Name (_CRS, ResourceTemplate ()", "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode",
+          "IO (Decode16", "WordIO (ResourceProducer", "DWordMemory (ResourceProducer",
+          "Name (_PRT, Package (0x7C)"}) {
         EXPECT_NE(source.find(expected), std::string::npos) << expected << " not in\n" << source;
     }
 
@@ -466,8 +468,9 @@ TEST_F(AcpiTables, MadtListsEveryVcpuTheIoApicOverridesAndNmi) {
     EXPECT_EQ(offset, length) << "entries fill the table exactly";
     EXPECT_EQ(apic_ids, (std::vector<std::uint32_t>{0, 1, 2, 3, 4}));
     EXPECT_EQ(io_apics, 1);
-    EXPECT_EQ(overrides, (std::vector<std::pair<std::uint8_t, std::uint32_t>>{
-                             {layout::kAcpiSciIrq, layout::kAcpiSciIrq}}));
+    EXPECT_EQ(
+        overrides,
+        (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{layout::kAcpiSciIrq, layout::kAcpiSciIrq}}));
     EXPECT_EQ(nmis, 1);
 }
 

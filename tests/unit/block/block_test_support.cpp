@@ -54,7 +54,8 @@ ScratchMount::~ScratchMount() {
     }
 }
 
-std::optional<LoopDevice> LoopDevice::attach(const std::string& file, unsigned block_size, std::string& why_not) {
+std::optional<LoopDevice> LoopDevice::attach(const std::string& file, unsigned block_size,
+                                             std::string& why_not) {
     sys::Fd control(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
     sys::Fd backing(::open(file.c_str(), O_RDWR | O_CLOEXEC));
     if (!control || !backing) {
@@ -94,7 +95,8 @@ std::vector<std::uint8_t> pattern(std::size_t size, std::uint64_t start_offset) 
     std::vector<std::uint8_t> bytes(size);
     for (std::size_t index = 0; index < size; ++index) {
         const std::uint64_t offset = start_offset + index;
-        bytes[index] = static_cast<std::uint8_t>((offset >> 24) ^ (offset >> 16) ^ (offset >> 8) ^ offset ^ 0x5a);
+        bytes[index] =
+            static_cast<std::uint8_t>((offset >> 24) ^ (offset >> 16) ^ (offset >> 8) ^ offset ^ 0x5a);
     }
     return bytes;
 }
@@ -131,7 +133,8 @@ Completion wait_for_completion(IoEngine& engine) {
         if (const std::optional<Completion> completion = engine.next_completion()) {
             return *completion;
         }
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
         if (left.count() <= 0) {
             throw std::runtime_error(std::string(engine.name()) + " engine: no completion within 10 s");
         }

@@ -48,7 +48,8 @@ private:
 // A loop block device over a file, with the given logical block size; detached at the end.
 class LoopDevice {
 public:
-    static std::optional<LoopDevice> attach(const std::string& file, unsigned block_size, std::string& why_not);
+    static std::optional<LoopDevice> attach(const std::string& file, unsigned block_size,
+                                            std::string& why_not);
 
     const std::string& path() const noexcept { return path_; }
 

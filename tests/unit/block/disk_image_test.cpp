@@ -70,7 +70,8 @@ TEST_F(DiskImageTest, ReadOnlyImagesRefuseWrites) {
     auto engine = vmm::virtio::block::make_sync_engine(image.fd(), 1);
     Bytes data(512);
     const iovec from{data.data(), data.size()};
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result, -EBADF);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result,
+              -EBADF);
     EXPECT_EQ(read_file(path_), pattern(8192));
 }
 
@@ -134,7 +135,8 @@ TEST_F(DiskImageTest, LockedByAnotherProcess) {
     }
     char byte = 0;
     ASSERT_EQ(::read(opened[0], &byte, 1), 1);
-    EXPECT_EQ(open_error(path_, {.read_only = true}), "disk " + path_ + ": in use by another process (locked)");
+    EXPECT_EQ(open_error(path_, {.read_only = true}),
+              "disk " + path_ + ": in use by another process (locked)");
     ASSERT_EQ(::write(release[1], &byte, 1), 1);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -184,11 +186,14 @@ TEST_F(DiskImageTest, BlockDevice) {
     auto engine = vmm::virtio::block::make_engine(image.fd(), 4).engine;
     alignas(4096) static std::uint8_t buffer[8192];
     const iovec into{buffer, sizeof buffer};
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}}).result, 8192);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}}).result,
+              8192);
     EXPECT_EQ(Bytes(buffer, buffer + sizeof buffer), pattern(8192, 4096));
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = 4096, .length = 4096}).result, 0);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = 4096, .length = 4096}).result,
+              0);
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Flush}).result, 0);
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}}).result, 8192);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}}).result,
+              8192);
     EXPECT_EQ(Bytes(buffer, buffer + 4096), Bytes(4096, 0));
     EXPECT_EQ(Bytes(buffer + 4096, buffer + 8192), pattern(4096, 8192));
 }

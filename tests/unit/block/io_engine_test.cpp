@@ -1,3 +1,5 @@
+#include "vmm/virtio/block/io_engine.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/filter.h>
@@ -21,7 +23,6 @@
 
 #include "block_test_support.h"
 #include "vmm/sys/fd.h"
-#include "vmm/virtio/block/io_engine.h"
 #include "vmm/virtio/block/io_uring_engine.h"
 #include "vmm/virtio/block/sync_engine.h"
 
@@ -91,8 +92,8 @@ TEST_P(IoEngineTest, WritesAndReadsAtOffsetsThroughSeveralIovecs) {
 
     Bytes written = pattern(8192, 0x77777);
     const iovec out[] = {segment(written, 0, 512), segment(written, 512, 3584), segment(written, 4096, 4096)};
-    const Completion write = run_one(*engine, {.operation = Operation::Write, .offset = 12288, .iovecs = out,
-                                               .user_data = 41});
+    const Completion write =
+        run_one(*engine, {.operation = Operation::Write, .offset = 12288, .iovecs = out, .user_data = 41});
     EXPECT_EQ(write.user_data, 41u);
     EXPECT_EQ(write.result, 8192);
 
@@ -103,8 +104,8 @@ TEST_P(IoEngineTest, WritesAndReadsAtOffsetsThroughSeveralIovecs) {
     Bytes read(10000, 0);
     const iovec in[] = {segment(read, 0, 100), segment(read, 100, 0), segment(read, 100, 4000),
                         segment(read, 4100, 5900)};
-    const Completion completion = run_one(*engine, {.operation = Operation::Read, .offset = 10000, .iovecs = in,
-                                                    .user_data = 42});
+    const Completion completion =
+        run_one(*engine, {.operation = Operation::Read, .offset = 10000, .iovecs = in, .user_data = 42});
     EXPECT_EQ(completion.user_data, 42u);
     EXPECT_EQ(completion.result, 10000);
     EXPECT_EQ(read, slice(expected, 10000, 10000));
@@ -125,8 +126,10 @@ TEST_P(IoEngineTest, ManyRequestsInFlightEachCompleteOnce) {
     for (unsigned index = 0; index < kDepth; ++index) {
         // Backwards through the file, 12 KiB apart, so no two requests touch the same block.
         const std::uint64_t offset = kFileSize - 4096 - index * 12288ull;
-        ASSERT_TRUE(engine->enqueue({.operation = Operation::Read, .offset = offset,
-                                     .iovecs = {&segments[index], 1}, .user_data = 1000 + index}));
+        ASSERT_TRUE(engine->enqueue({.operation = Operation::Read,
+                                     .offset = offset,
+                                     .iovecs = {&segments[index], 1},
+                                     .user_data = 1000 + index}));
     }
     EXPECT_EQ(engine->in_flight(), kDepth);
     EXPECT_FALSE(engine->enqueue({.operation = Operation::Flush, .user_data = 9}))
@@ -154,10 +157,10 @@ TEST_P(IoEngineTest, QueuedRequestsStartAtSubmit) {
     Bytes second(4096, 0xb2);
     const iovec first_segment = segment(first, 0, first.size());
     const iovec second_segment = segment(second, 0, second.size());
-    ASSERT_TRUE(engine->enqueue({.operation = Operation::Write, .offset = 0, .iovecs = {&first_segment, 1},
-                                 .user_data = 1}));
-    ASSERT_TRUE(engine->enqueue({.operation = Operation::Write, .offset = 8192, .iovecs = {&second_segment, 1},
-                                 .user_data = 2}));
+    ASSERT_TRUE(engine->enqueue(
+        {.operation = Operation::Write, .offset = 0, .iovecs = {&first_segment, 1}, .user_data = 1}));
+    ASSERT_TRUE(engine->enqueue(
+        {.operation = Operation::Write, .offset = 8192, .iovecs = {&second_segment, 1}, .user_data = 2}));
     EXPECT_EQ(slice(read_file(path_), 0, 4096), pattern(4096)) << "nothing is written before submit()";
     EXPECT_FALSE(completion_fd_readable(*engine));
 
@@ -177,7 +180,9 @@ TEST_P(IoEngineTest, CompletionFdIsReadableUntilEverythingIsCollected) {
     Bytes buffer(512);
     const iovec into = segment(buffer, 0, buffer.size());
     for (std::uint64_t user_data = 0; user_data < 3; ++user_data) {
-        ASSERT_TRUE(engine->enqueue({.operation = Operation::Read, .offset = user_data * 512, .iovecs = {&into, 1},
+        ASSERT_TRUE(engine->enqueue({.operation = Operation::Read,
+                                     .offset = user_data * 512,
+                                     .iovecs = {&into, 1},
                                      .user_data = user_data}));
     }
     engine->submit();
@@ -195,8 +200,8 @@ TEST_P(IoEngineTest, NextCompletionStartsRequestsNobodySubmitted) {
     auto engine = make_engine(fd.get());
     Bytes buffer(4096);
     const iovec into = segment(buffer, 0, buffer.size());
-    ASSERT_TRUE(
-        engine->enqueue({.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}, .user_data = 5}));
+    ASSERT_TRUE(engine->enqueue(
+        {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}, .user_data = 5}));
     const Completion completion = wait_for_completion(*engine);
     EXPECT_EQ(completion.user_data, 5u);
     EXPECT_EQ(buffer, pattern(4096, 4096));
@@ -207,7 +212,8 @@ TEST_P(IoEngineTest, FlushSucceedsAfterWrites) {
     auto engine = make_engine(fd.get());
     Bytes data(4096, 0x3c);
     const iovec from = segment(data, 0, data.size());
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result, 4096);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result,
+              4096);
     const Completion flush = run_one(*engine, {.operation = Operation::Flush, .user_data = 77});
     EXPECT_EQ(flush.user_data, 77u);
     EXPECT_EQ(flush.result, 0);
@@ -224,8 +230,8 @@ TEST_P(IoEngineTest, DiscardPunchesAHoleAndKeepsTheSize) {
     Fd fd = make_file(path_);
     ASSERT_EQ(::fsync(fd.get()), 0);  // allocated blocks, not delayed allocation
     auto engine = make_engine(fd.get());
-    const Completion discard = run_one(*engine, {.operation = Operation::Discard, .offset = 256 << 10,
-                                                 .length = 64 << 10, .user_data = 3});
+    const Completion discard = run_one(
+        *engine, {.operation = Operation::Discard, .offset = 256 << 10, .length = 64 << 10, .user_data = 3});
     EXPECT_EQ(discard.user_data, 3u);
     ASSERT_EQ(discard.result, 0);
 
@@ -239,7 +245,8 @@ TEST_P(IoEngineTest, WriteZeroesZeroesTheRangeAndKeepsTheSize) {
     Fd fd = make_file(path_);
     auto engine = make_engine(fd.get());
     // Past the end too: the file must not grow.
-    for (const auto& [offset, length] : {std::pair{4096ull, 8192ull}, std::pair{kFileSize - 512ull, 4096ull}}) {
+    for (const auto& [offset, length] :
+         {std::pair{4096ull, 8192ull}, std::pair{kFileSize - 512ull, 4096ull}}) {
         const Request request{.operation = Operation::WriteZeroes, .offset = offset, .length = length};
         EXPECT_EQ(run_one(*engine, request).result, 0);
     }
@@ -269,9 +276,10 @@ TEST_P(ZeroingFallbackTest, WriteZeroesFallsBackWhereTheFilesystemRefusesFalloca
         // straight to the method that worked.
         for (int repeat = 0; repeat < 2; ++repeat) {
             const std::uint64_t offset = 4096 + repeat * 512;
-            EXPECT_EQ(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = offset, .length = 3 << 20})
-                          .result,
-                      0);
+            EXPECT_EQ(
+                run_one(*engine, {.operation = Operation::WriteZeroes, .offset = offset, .length = 3 << 20})
+                    .result,
+                0);
         }
         Bytes expected = pattern(kSize);
         std::fill_n(expected.begin() + 4096, (3 << 20) + 512, 0);
@@ -300,11 +308,13 @@ TEST_P(IoEngineTest, ReadsAcrossTheEndOfTheFileAreShort) {
     auto engine = make_engine(fd.get());
     Bytes buffer(16384, 0xee);
     const iovec halves[] = {segment(buffer, 0, 8192), segment(buffer, 8192, 8192)};
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = halves}).result, 4096);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = halves}).result,
+              4096);
     EXPECT_EQ(slice(buffer, 0, 4096), pattern(4096, 4096));
     EXPECT_EQ(slice(buffer, 4096, 4096), Bytes(4096, 0xee)) << "nothing past the end is touched";
     for (const std::uint64_t offset : {8192ull, 1ull << 40}) {
-        EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = offset, .iovecs = halves}).result, 0);
+        EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = offset, .iovecs = halves}).result,
+                  0);
     }
 }
 
@@ -334,10 +344,12 @@ TEST_P(IoEngineTest, WriteOnAFullFilesystemIsEnospc) {
     // 2 MiB into 1 MiB: the first part fits, the rest fails.
     Bytes data = pattern(2 << 20);
     const iovec from = segment(data, 0, data.size());
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result, -ENOSPC);
-    // Now full: a write that allocates fails outright.
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 4 << 20, .iovecs = {&from, 1}}).result,
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result,
               -ENOSPC);
+    // Now full: a write that allocates fails outright.
+    EXPECT_EQ(
+        run_one(*engine, {.operation = Operation::Write, .offset = 4 << 20, .iovecs = {&from, 1}}).result,
+        -ENOSPC);
 }
 
 TEST_P(IoEngineTest, OperationsOnABadDescriptorAreErrorResults) {
@@ -347,10 +359,13 @@ TEST_P(IoEngineTest, OperationsOnABadDescriptorAreErrorResults) {
     const iovec segments[] = {segment(buffer, 0, buffer.size())};
 
     auto reader = make_engine(read_only.get());
-    EXPECT_EQ(run_one(*reader, {.operation = Operation::Write, .offset = 0, .iovecs = segments}).result, -EBADF);
-    EXPECT_EQ(run_one(*reader, {.operation = Operation::Discard, .offset = 0, .length = 4096}).result, -EBADF);
+    EXPECT_EQ(run_one(*reader, {.operation = Operation::Write, .offset = 0, .iovecs = segments}).result,
+              -EBADF);
+    EXPECT_EQ(run_one(*reader, {.operation = Operation::Discard, .offset = 0, .length = 4096}).result,
+              -EBADF);
     auto writer = make_engine(write_only.get());
-    EXPECT_EQ(run_one(*writer, {.operation = Operation::Read, .offset = 0, .iovecs = segments}).result, -EBADF);
+    EXPECT_EQ(run_one(*writer, {.operation = Operation::Read, .offset = 0, .iovecs = segments}).result,
+              -EBADF);
 
     // A number far above the ones in use, which the engine's own eventfd and ring will not take.
     const int closed = ::fcntl(read_only.get(), F_DUPFD_CLOEXEC, 1000);
@@ -372,11 +387,13 @@ TEST_P(IoEngineTest, NonsenseOffsetsAndLengthsAreErrorResults) {
     const std::uint64_t negative = 1ull << 63;
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = negative, .iovecs = segments}).result,
               -EINVAL);
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = negative, .iovecs = segments}).result,
-              -EINVAL);
+    EXPECT_EQ(
+        run_one(*engine, {.operation = Operation::Write, .offset = negative, .iovecs = segments}).result,
+        -EINVAL);
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Discard, .offset = 0, .length = 0}).result, -EINVAL);
     EXPECT_LT(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = 0, .length = 0}).result, 0);
-    EXPECT_LT(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = negative, .length = 512}).result, 0);
+    EXPECT_LT(
+        run_one(*engine, {.operation = Operation::WriteZeroes, .offset = negative, .length = 512}).result, 0);
     EXPECT_EQ(read_file(path_), pattern(kFileSize));
 }
 
@@ -422,7 +439,8 @@ TEST_P(IoEngineTest, DirectIoIntoAlignedMemory) {
     const iovec out[] = {{memory.get(), kAlign}, {memory.get() + kAlign, kAlign}};
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 8 * kAlign, .iovecs = out}).result,
               static_cast<std::int64_t>(2 * kAlign));
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = 9 * kAlign, .length = kAlign}).result,
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::WriteZeroes, .offset = 9 * kAlign, .length = kAlign})
+                  .result,
               0);
     const iovec in[] = {{memory.get() + kAlign, 2 * kAlign}};
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 8 * kAlign, .iovecs = in}).result,
@@ -430,7 +448,8 @@ TEST_P(IoEngineTest, DirectIoIntoAlignedMemory) {
     EXPECT_EQ(Bytes(memory.get() + kAlign, memory.get() + 2 * kAlign), slice(data, 0, kAlign));
     EXPECT_EQ(Bytes(memory.get() + 2 * kAlign, memory.get() + 3 * kAlign), Bytes(kAlign, 0));
     const iovec misaligned[] = {{memory.get() + 1, kAlign}};
-    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 0, .iovecs = misaligned}).result, -EINVAL);
+    EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 0, .iovecs = misaligned}).result,
+              -EINVAL);
 }
 
 TEST_P(IoEngineTest, QueueDepthOutsideTheRangeIsRefused) {
@@ -439,7 +458,8 @@ TEST_P(IoEngineTest, QueueDepthOutsideTheRangeIsRefused) {
             make_engine(0, depth);
             ADD_FAILURE() << "depth " << depth << " accepted";
         } catch (const std::invalid_argument& error) {
-            EXPECT_EQ(error.what(), "block engine: queue depth " + std::to_string(depth) + " is outside 1..32768");
+            EXPECT_EQ(error.what(),
+                      "block engine: queue depth " + std::to_string(depth) + " is outside 1..32768");
         }
     }
 }
@@ -490,9 +510,10 @@ TEST(MakeEngine, FallsBackToTheSyncEngineWithTheReasonWhenIoUringIsForbidden) {
     TempDir directory;
     const std::string path = directory.path("disk.raw");
     write_file(path, pattern(8192));
-    EXPECT_EXIT(make_engine_without_io_uring(EPERM, path), ::testing::ExitedWithCode(0),
-                "engine sync: io_uring_setup: Operation not permitted \\(forbidden by a seccomp filter or sysctl "
-                "kernel.io_uring_disabled\\)");
+    EXPECT_EXIT(
+        make_engine_without_io_uring(EPERM, path), ::testing::ExitedWithCode(0),
+        "engine sync: io_uring_setup: Operation not permitted \\(forbidden by a seccomp filter or sysctl "
+        "kernel.io_uring_disabled\\)");
     EXPECT_EXIT(make_engine_without_io_uring(ENOSYS, path), ::testing::ExitedWithCode(0),
                 "engine sync: io_uring_setup: Function not implemented \\(the kernel has no io_uring\\)");
 }

@@ -1,9 +1,8 @@
 #include "vmm/boot/bzimage.h"
 
+#include <glob.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <glob.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,7 +25,9 @@ void expect_rejected(std::vector<std::uint8_t> bytes, const std::string& message
     EXPECT_THAT([&] { BzImage::parse(bytes, "/k"); }, ThrowsMessage<std::invalid_argument>(StrEq(message)));
 }
 
-void expect_rejected(const FakeBzImage& fake, const std::string& message) { expect_rejected(fake.bytes(), message); }
+void expect_rejected(const FakeBzImage& fake, const std::string& message) {
+    expect_rejected(fake.bytes(), message);
+}
 
 TEST(BzImage, DecodesTheSetupHeader) {
     FakeBzImage fake;
@@ -171,14 +172,16 @@ TEST(BzImage, RejectsAnAlignmentThatIsNotAPowerOfTwo) {
 
 TEST(BzImage, RejectsAnUnreadableFile) {
     EXPECT_THAT([] { BzImage::read("/nonexistent/vmlinuz"); },
-                ThrowsMessage<std::system_error>(StrEq("open kernel /nonexistent/vmlinuz: No such file or directory")));
-    EXPECT_THAT([] { BzImage::read("/"); }, ThrowsMessage<std::invalid_argument>(StrEq("kernel /: not a regular file")));
+                ThrowsMessage<std::system_error>(
+                    StrEq("open kernel /nonexistent/vmlinuz: No such file or directory")));
+    EXPECT_THAT([] { BzImage::read("/"); },
+                ThrowsMessage<std::invalid_argument>(StrEq("kernel /: not a regular file")));
 }
 
 TEST(BzImage, ReadsAFile) {
-    const std::string path = (std::filesystem::temp_directory_path() /
-                              ("boot_unit_tests_bzimage_" + std::to_string(::getpid())))
-                                 .string();
+    const std::string path =
+        (std::filesystem::temp_directory_path() / ("boot_unit_tests_bzimage_" + std::to_string(::getpid())))
+            .string();
     const std::vector<std::uint8_t> bytes = FakeBzImage{}.bytes();
     {
         FILE* file = std::fopen(path.c_str(), "wb");

@@ -18,7 +18,9 @@ using ::testing::StrEq;
 using ::testing::ThrowsMessage;
 using testing::FakeElfKernel;
 
-ElfKernel parse(const std::vector<std::uint8_t>& bytes) { return ElfKernel::parse(bytes, bytes.size(), "/k"); }
+ElfKernel parse(const std::vector<std::uint8_t>& bytes) {
+    return ElfKernel::parse(bytes, bytes.size(), "/k");
+}
 
 ElfKernel parse(const FakeElfKernel& fake) { return parse(fake.bytes()); }
 
@@ -26,7 +28,9 @@ void expect_rejected(const std::vector<std::uint8_t>& bytes, const std::string& 
     EXPECT_THAT([&] { parse(bytes); }, ThrowsMessage<std::invalid_argument>(StrEq(message)));
 }
 
-void expect_rejected(const FakeElfKernel& fake, const std::string& message) { expect_rejected(fake.bytes(), message); }
+void expect_rejected(const FakeElfKernel& fake, const std::string& message) {
+    expect_rejected(fake.bytes(), message);
+}
 
 void expect_segment(const ElfSegment& segment, std::uint64_t file_offset, std::uint64_t file_size,
                     std::uint64_t address, std::uint64_t memory_size) {
@@ -116,7 +120,8 @@ TEST(ElfKernel, RejectsAFileWithoutTheMagic) {
     std::vector<std::uint8_t> bytes = FakeElfKernel{}.bytes();
     bytes[1] = 'e';
     expect_rejected(bytes, "kernel /k: not an ELF file (no 0x7f 'ELF' magic)");
-    expect_rejected(std::vector<std::uint8_t>{0x7f, 'E', 'L'}, "kernel /k: not an ELF file (no 0x7f 'ELF' magic)");
+    expect_rejected(std::vector<std::uint8_t>{0x7f, 'E', 'L'},
+                    "kernel /k: not an ELF file (no 0x7f 'ELF' magic)");
     expect_rejected(std::vector<std::uint8_t>{}, "kernel /k: not an ELF file (no 0x7f 'ELF' magic)");
 }
 
@@ -126,8 +131,9 @@ TEST(ElfKernel, RejectsAFileTooSmallForTheHeader) {
     expect_rejected(bytes, "kernel /k: too small for an ELF header (63 bytes)");
     // What the head holds past the file's end does not count.
     const std::vector<std::uint8_t> whole = FakeElfKernel{}.bytes();
-    EXPECT_THAT([&] { ElfKernel::parse(whole, 40, "/k"); },
-                ThrowsMessage<std::invalid_argument>(StrEq("kernel /k: too small for an ELF header (40 bytes)")));
+    EXPECT_THAT(
+        [&] { ElfKernel::parse(whole, 40, "/k"); },
+        ThrowsMessage<std::invalid_argument>(StrEq("kernel /k: too small for an ELF header (40 bytes)")));
 }
 
 TEST(ElfKernel, RejectsA32BitFile) {
@@ -184,13 +190,16 @@ TEST(ElfKernel, RejectsAProgramHeaderTableBeyondTheHead) {
     fake.file_size = 2 * ElfKernel::kHeadSize;
     const std::vector<std::uint8_t> bytes = fake.bytes();
     const auto head = std::span(bytes).first(ElfKernel::kHeadSize);
-    EXPECT_THAT([&] { ElfKernel::parse(head, bytes.size(), "/k"); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel /k: program header table at 0xff28 lies beyond the first 65536 bytes of the file")));
+    EXPECT_THAT(
+        [&] { ElfKernel::parse(head, bytes.size(), "/k"); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "kernel /k: program header table at 0xff28 lies beyond the first 65536 bytes of the file")));
 
     fake.program_header_offset -= 8;  // ends exactly at the head's end
     const std::vector<std::uint8_t> fitting = fake.bytes();
-    EXPECT_EQ(ElfKernel::parse(std::span(fitting).first(ElfKernel::kHeadSize), fitting.size(), "/k").segments().size(),
+    EXPECT_EQ(ElfKernel::parse(std::span(fitting).first(ElfKernel::kHeadSize), fitting.size(), "/k")
+                  .segments()
+                  .size(),
               3u);
 }
 
@@ -198,11 +207,12 @@ TEST(ElfKernel, RejectsAProgramHeaderTableBeyondTheFile) {
     FakeElfKernel fake;
     fake.program_header_offset = 0x3000;
     fake.file_size = FakeElfKernel::kDefaultFileEnd;
-    expect_rejected(fake, "kernel /k: program header table at 0x3000 lies beyond the first 8384 bytes of the file");
-    fake.program_header_offset = 0xffffffffffffff00;
     expect_rejected(fake,
-                    "kernel /k: program header table at 0xffffffffffffff00 lies beyond the first 8384 bytes of the "
-                    "file");
+                    "kernel /k: program header table at 0x3000 lies beyond the first 8384 bytes of the file");
+    fake.program_header_offset = 0xffffffffffffff00;
+    expect_rejected(
+        fake, "kernel /k: program header table at 0xffffffffffffff00 lies beyond the first 8384 bytes of the "
+              "file");
 }
 
 TEST(ElfKernel, RejectsMoreFileBytesThanMemoryBytes) {
@@ -240,7 +250,8 @@ TEST(ElfKernel, RejectsASegmentBelowOneMebibyte) {
     FakeElfKernel fake;
     fake.segments[0].address = 0xff000;
     fake.entry = 0xff000;
-    expect_rejected(fake, "kernel /k: segment 0 at 0xff000 lies below 0x100000, where the boot structures live");
+    expect_rejected(fake,
+                    "kernel /k: segment 0 at 0xff000 lies below 0x100000, where the boot structures live");
     fake.segments[0].address = 0x100000;
     fake.entry = 0x100000;
     EXPECT_EQ(parse(fake).start(), 0x100000u);
@@ -281,7 +292,8 @@ TEST(ElfKernel, RejectsAnEntryPointOutsideTheSegments) {
     expect_rejected(fake, "kernel /k: entry point 0xfffff lies outside the segments' file contents");
     // The virtual address vmlinux's e_entry would hold if it were not physical.
     fake.entry = 0xffffffff81000000;
-    expect_rejected(fake, "kernel /k: entry point 0xffffffff81000000 lies outside the segments' file contents");
+    expect_rejected(fake,
+                    "kernel /k: entry point 0xffffffff81000000 lies outside the segments' file contents");
 }
 
 TEST(ElfKernel, RejectsAnEntryPointInBssOnly) {
@@ -297,12 +309,13 @@ TEST(ElfKernel, RejectsAnEntryPointInBssOnly) {
 TEST(ElfKernel, RejectsASectionHeaderTablePastTheEndOfTheFile) {
     FakeElfKernel fake;
     fake.file_size = FakeElfKernel::kDefaultFileEnd - 1;
-    expect_rejected(fake, "kernel /k: section header table at 0x2000 runs past the end of the file (8383 bytes)");
+    expect_rejected(fake,
+                    "kernel /k: section header table at 0x2000 runs past the end of the file (8383 bytes)");
     FakeElfKernel wrapping;
     wrapping.section_header_offset = 0xffffffffffffff00;
-    expect_rejected(wrapping,
-                    "kernel /k: section header table at 0xffffffffffffff00 runs past the end of the file (7744 "
-                    "bytes)");
+    expect_rejected(
+        wrapping, "kernel /k: section header table at 0xffffffffffffff00 runs past the end of the file (7744 "
+                  "bytes)");
 }
 
 }  // namespace

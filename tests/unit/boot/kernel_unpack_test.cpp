@@ -59,8 +59,8 @@ constexpr std::size_t kPayloadKernelFileEnd = 0x4a000 + 3 * sizeof(Elf64_Shdr);
 std::vector<std::uint8_t> xz(std::span<const std::uint8_t> data) {
     std::vector<std::uint8_t> out(lzma_stream_buffer_bound(data.size()));
     std::size_t written = 0;
-    const lzma_ret result = lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, nullptr, data.data(), data.size(), out.data(),
-                                                    &written, out.size());
+    const lzma_ret result = lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, nullptr, data.data(), data.size(),
+                                                    out.data(), &written, out.size());
     EXPECT_EQ(result, LZMA_OK);
     out.resize(written);
     return out;
@@ -81,7 +81,9 @@ std::vector<std::uint8_t> gzip_at_level(std::span<const std::uint8_t> data, int 
     return out;
 }
 
-std::vector<std::uint8_t> gzip(std::span<const std::uint8_t> data) { return gzip_at_level(data, Z_BEST_COMPRESSION); }
+std::vector<std::uint8_t> gzip(std::span<const std::uint8_t> data) {
+    return gzip_at_level(data, Z_BEST_COMPRESSION);
+}
 
 // libbz2 is what the bzip2 command line runs; -9 is its largest block.
 std::vector<std::uint8_t> bzip2(std::span<const std::uint8_t> data) {
@@ -121,7 +123,8 @@ std::vector<std::uint8_t> zstd(std::span<const std::uint8_t> data) {
     ZSTD_CCtx_setParameter(context.get(), ZSTD_c_compressionLevel, 3);
     ZSTD_CCtx_setParameter(context.get(), ZSTD_c_checksumFlag, 1);
     std::vector<std::uint8_t> out(ZSTD_compressBound(data.size()));
-    const std::size_t written = ZSTD_compress2(context.get(), out.data(), out.size(), data.data(), data.size());
+    const std::size_t written =
+        ZSTD_compress2(context.get(), out.data(), out.size(), data.data(), data.size());
     EXPECT_FALSE(ZSTD_isError(written)) << ZSTD_getErrorName(written);
     out.resize(written);
     return out;
@@ -242,7 +245,8 @@ struct Format {
     }
 
     std::vector<std::uint8_t> compress(std::span<const std::uint8_t> data) const {
-        return compress_in_process != nullptr ? compress_in_process(data) : run_compressor(build_command, data);
+        return compress_in_process != nullptr ? compress_in_process(data)
+                                              : run_compressor(build_command, data);
     }
 
     std::vector<std::uint8_t> with_size(std::vector<std::uint8_t> compressed, std::size_t size) const {
@@ -267,8 +271,9 @@ void PrintTo(const Format& format, std::ostream* out) { *out << format.name; }
 const Format kGzip{"gzip", "gzip -n -f -9", "gzip", gzip, false, "incorrect length check"};
 const Format kBzip2{"bzip2", "bzip2 -9", "bzip2", bzip2, true, "less data than the stated size"};
 const Format kLzma{"lzma", "lzma -9", "xz-utils", lzma, true, "less data than the stated size"};
-const Format kXz{
-    "xz", "xz --check=crc32 --x86 --lzma2=,dict=32MiB", "xz-utils", xz, true, "less data than the stated size"};
+const Format kXz{"xz",       "xz --check=crc32 --x86 --lzma2=,dict=32MiB",
+                 "xz-utils", xz,
+                 true,       "less data than the stated size"};
 const Format kLzo{"lzo", "lzop -9", "lzop", nullptr, true, "less data than the stated size"};
 const Format kLz4{"lz4", "lz4 -l -9 - -", "lz4", nullptr, true, "less data than the stated size"};
 const Format kZstd{"zstd", "zstd -22 --ultra", "zstd", zstd, true, "less data than the stated size"};
@@ -313,9 +318,11 @@ TEST_P(UnpackBzImage, RejectsAStatedSizeOfZeroOrOverTheMaximum) {
     state_size(payload, 0);
     expect_rejected(payload, "kernel /k: payload states an unpacked size of 0 bytes (at most 1073741824)");
     state_size(payload, static_cast<std::uint32_t>(kMaxUnpackedKernelSize + 1));
-    expect_rejected(payload, "kernel /k: payload states an unpacked size of 1073741825 bytes (at most 1073741824)");
+    expect_rejected(payload,
+                    "kernel /k: payload states an unpacked size of 1073741825 bytes (at most 1073741824)");
     state_size(payload, UINT32_MAX);
-    expect_rejected(payload, "kernel /k: payload states an unpacked size of 4294967295 bytes (at most 1073741824)");
+    expect_rejected(payload,
+                    "kernel /k: payload states an unpacked size of 4294967295 bytes (at most 1073741824)");
 }
 
 TEST_P(UnpackBzImage, RejectsAStatedSizeLargerThanTheData) {
@@ -365,9 +372,10 @@ TEST_P(UnpackBzImage, RejectsTruncatedData) {
     // which each format needs: a check, an end marker, the end of a block.
     for (const std::size_t kept : {std::size_t{12}, compressed.size() / 2, compressed.size() - 1}) {
         SCOPED_TRACE(kept);
-        expect_rejected(format().with_size({compressed.begin(), compressed.begin() + static_cast<std::ptrdiff_t>(kept)},
-                                           file.size()),
-                        format().unpack_error("truncated"));
+        expect_rejected(
+            format().with_size({compressed.begin(), compressed.begin() + static_cast<std::ptrdiff_t>(kept)},
+                               file.size()),
+            format().unpack_error("truncated"));
     }
 }
 
@@ -382,9 +390,10 @@ TEST_P(UnpackBzImage, RejectsAnElfFileThatIsNotAKernel) {
                     "kernel /k (unpacked): ELF file of type 3, not an executable (ET_EXEC) like vmlinux");
     FakeElfKernel truncated;
     truncated.file_size = 0x1000;  // its first segment ends at 0x1200
-    expect_rejected(format().payload(truncated.bytes()),
-                    "kernel /k (unpacked): segment 0 at file offset 0x200+0x1000 runs past the end of the file "
-                    "(4096 bytes)");
+    expect_rejected(
+        format().payload(truncated.bytes()),
+        "kernel /k (unpacked): segment 0 at file offset 0x200+0x1000 runs past the end of the file "
+        "(4096 bytes)");
 }
 
 TEST(UnpackBzImageXz, CallsAStreamCutShortOfItsIndexTruncated) {
@@ -497,7 +506,8 @@ TEST_F(UnpackBzImageLzo, UnpacksStoredBlocksAndChecksThem) {
     ASSERT_EQ(load_be32(payload, kFirstBlock), 256u * 1024);
     ASSERT_EQ(load_be32(payload, kFirstBlock + 4), 256u * 1024) << "not a stored block";
     payload[kFirstBlock + 12 + 0x2000] ^= 1;
-    expect_rejected(payload, "kernel /k: lzo payload does not unpack: Adler-32 mismatch in the block at offset 38");
+    expect_rejected(payload,
+                    "kernel /k: lzo payload does not unpack: Adler-32 mismatch in the block at offset 38");
 }
 
 TEST_F(UnpackBzImageLzo, ChecksCrc32sWhereTheHeaderAsksForThem) {
@@ -509,7 +519,8 @@ TEST_F(UnpackBzImageLzo, ChecksCrc32sWhereTheHeaderAsksForThem) {
     EXPECT_TRUE(std::equal(unpacked.begin(), unpacked.end(), file.begin()));
 
     payload[38 + 12 + 0x2000] ^= 1;
-    expect_rejected(payload, "kernel /k: lzo payload does not unpack: CRC-32 mismatch in the block at offset 38");
+    expect_rejected(payload,
+                    "kernel /k: lzo payload does not unpack: CRC-32 mismatch in the block at offset 38");
 }
 
 TEST_F(UnpackBzImageLzo, RejectsADamagedHeader) {
@@ -541,8 +552,11 @@ TEST_F(UnpackBzImageLzo, RejectsABlockThatGrowsWhenPacked) {
                     "into 262145");
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, UnpackBzImage, ::testing::Values(kGzip, kBzip2, kLzma, kXz, kLzo, kLz4, kZstd),
-                         [](const ::testing::TestParamInfo<Format>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Formats, UnpackBzImage,
+                         ::testing::Values(kGzip, kBzip2, kLzma, kXz, kLzo, kLz4, kZstd),
+                         [](const ::testing::TestParamInfo<Format>& info) {
+                             return std::string(info.param.name);
+                         });
 
 TEST(UnpackBzImageFormat, RejectsAPayloadTooSmallForASize) {
     expect_rejected({1, 2, 3, 4}, "kernel /k: compressed payload of 4 bytes is too small to hold a kernel");

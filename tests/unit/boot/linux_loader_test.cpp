@@ -1,9 +1,8 @@
 #include "vmm/boot/linux_loader.h"
 
+#include <glob.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <glob.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,7 +73,8 @@ void expect_filled_in_by_the_loader(const BootInfo& info, const memory::GuestMem
 // 16 MiB of guest RAM from address 0, over a plain buffer.
 class LinuxLoader : public ::testing::Test {
 protected:
-    LinuxLoader() : buffer_(16 * kMiB), memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
+    LinuxLoader()
+        : buffer_(16 * kMiB), memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
 
     BzImage kernel(const FakeBzImage& fake = {}) { return BzImage::parse(fake.bytes(), "/k"); }
 
@@ -128,8 +128,7 @@ TEST_F(LinuxLoader, FillsBootParams) {
     expect_filled_in_by_the_loader(info, memory_);
 
     ASSERT_EQ(boot_param<std::uint8_t>(0x1e8), 3);
-    const std::uint64_t expected[3][3] = {
-        {0, 0x9fc00, 1}, {0x9fc00, 0x60400, 2}, {0x100000, 15 * kMiB, 1}};
+    const std::uint64_t expected[3][3] = {{0, 0x9fc00, 1}, {0x9fc00, 0x60400, 2}, {0x100000, 15 * kMiB, 1}};
     for (std::size_t i = 0; i < 3; ++i) {
         const std::size_t entry = 0x2d0 + i * 20;
         EXPECT_EQ(boot_param<std::uint64_t>(entry), expected[i][0]) << "entry " << i;
@@ -230,12 +229,13 @@ TEST_F(LinuxLoader, RejectsAKernelLargerThanRam) {
     FakeBzImage fake;
     fake.kernel_size = 16 * kMiB;
     EXPECT_THAT([&] { load_linux(memory_, kernel(fake), {}, ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel /k: 16777216 bytes loaded at 0x100000 run past the end of RAM below 4 GiB at "
-                          "0x1000000")));
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "kernel /k: 16777216 bytes loaded at 0x100000 run past the end of RAM below 4 GiB at "
+                    "0x1000000")));
 }
 
-bool filled_with(const memory::GuestMemory& memory, std::uint64_t address, std::size_t length, std::uint8_t byte) {
+bool filled_with(const memory::GuestMemory& memory, std::uint64_t address, std::size_t length,
+                 std::uint8_t byte) {
     const auto bytes = memory.read_span(address, length);
     return std::all_of(bytes.begin(), bytes.end(), [&](std::uint8_t value) { return value == byte; });
 }
@@ -251,8 +251,8 @@ void expect_segments_loaded(const memory::GuestMemory& memory, const FakeElfKern
         const std::vector<std::uint8_t> contents = segment.contents();
         const auto loaded = memory.read_span(segment.address, contents.size());
         EXPECT_TRUE(std::equal(loaded.begin(), loaded.end(), contents.begin()));
-        EXPECT_TRUE(
-            filled_with(memory, segment.address + segment.file_size, segment.memory_size - segment.file_size, 0));
+        EXPECT_TRUE(filled_with(memory, segment.address + segment.file_size,
+                                segment.memory_size - segment.file_size, 0));
         EXPECT_TRUE(filled_with(memory, segment.address + segment.memory_size, 0x100, 0xff));
     }
 }
@@ -261,9 +261,13 @@ void expect_segments_loaded(const memory::GuestMemory& memory, const FakeElfKern
 // the loader writes (bss, boot_params) show.
 class ElfLoader : public ::testing::Test {
 protected:
-    ElfLoader() : buffer_(32 * kMiB, 0xff), memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
+    ElfLoader()
+        : buffer_(32 * kMiB, 0xff),
+          memory_(memory::GuestMemory::over({{0, buffer_.size(), buffer_.data()}})) {}
 
-    static ElfKernel kernel(const std::vector<std::uint8_t>& file) { return ElfKernel::parse(file, file.size(), "/k"); }
+    static ElfKernel kernel(const std::vector<std::uint8_t>& file) {
+        return ElfKernel::parse(file, file.size(), "/k");
+    }
 
     template <typename T>
     T boot_param(std::size_t offset) {
@@ -356,9 +360,9 @@ TEST_F(ElfLoader, RejectsSegmentsPastTheEndOfRamAndWritesNothing) {
     fake.segments[3].address = 0x1fff000;  // its bss ends at 0x2001000
     const std::vector<std::uint8_t> file = fake.bytes();
     EXPECT_THAT([&] { load_linux(memory_, kernel(file), file, {}, ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel /k: segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at "
-                          "0x2000000")));
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "kernel /k: segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at "
+                    "0x2000000")));
     EXPECT_TRUE(filled_with(memory_, 0x1000000, 0x1000, 0xff));
     EXPECT_TRUE(filled_with(memory_, layout::kBootParamsAddress, 0x1000, 0xff));
     EXPECT_TRUE(filled_with(memory_, layout::kCmdlineAddress, 0x1000, 0xff));
@@ -368,9 +372,9 @@ TEST_F(LinuxLoader, RejectsAnElfKernelAboveTheEndOfRam) {
     // vmlinux starts at 16 MiB, where this RAM ends.
     const std::vector<std::uint8_t> file = FakeElfKernel{}.bytes();
     EXPECT_THAT([&] { load_linux(memory_, ElfKernel::parse(file, file.size(), "/k"), file, {}, ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel /k: segments from 0x1000000 to 0x1402000 run past the end of RAM below 4 GiB at "
-                          "0x1000000")));
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "kernel /k: segments from 0x1000000 to 0x1402000 run past the end of RAM below 4 GiB at "
+                    "0x1000000")));
 }
 
 TEST_F(ElfLoader, RejectsACommandLineLongerThan2047Bytes) {
@@ -389,8 +393,9 @@ TEST_F(ElfLoader, RejectsBytesShorterThanTheElfFile) {
     fake.trailing_junk = 0x100;
     const std::vector<std::uint8_t> file = fake.bytes();
     const ElfKernel parsed = kernel(file);
-    EXPECT_THAT([&] { load_linux(memory_, parsed, std::span(file).first(parsed.file_end() - 1), {}, ""); },
-                ThrowsMessage<std::invalid_argument>(StrEq("kernel /k: 8383 bytes given for an ELF file of 8384")));
+    EXPECT_THAT(
+        [&] { load_linux(memory_, parsed, std::span(file).first(parsed.file_end() - 1), {}, ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq("kernel /k: 8383 bytes given for an ELF file of 8384")));
     EXPECT_TRUE(filled_with(memory_, 0x1000000, 0x1000, 0xff));
     // The junk behind the ELF file is not needed.
     load_linux(memory_, parsed, std::span(file).first(parsed.file_end()), {}, "");
@@ -475,15 +480,18 @@ TEST_F(LoadFromFiles, NamesTheInitrdThatFails) {
     memory::GuestMemory memory = memory::GuestMemory::over({{0, buffer.size(), buffer.data()}});
     const std::string kernel = write_file("kernel", FakeBzImage{}.bytes());
     EXPECT_THAT([&] { load_linux(memory, kernel, "/nonexistent/initrd", ""); },
-                ThrowsMessage<std::system_error>(StrEq("open initrd /nonexistent/initrd: No such file or directory")));
+                ThrowsMessage<std::system_error>(
+                    StrEq("open initrd /nonexistent/initrd: No such file or directory")));
     const std::string empty = write_file("empty", {});
     EXPECT_THAT([&] { load_linux(memory, kernel, empty, ""); },
                 ThrowsMessage<std::invalid_argument>(StrEq("initrd " + empty + ": empty file")));
     const std::string huge = write_file("huge", std::vector<std::uint8_t>(14 * kMiB));
-    EXPECT_THAT([&] { load_linux(memory, kernel, huge, ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("initrd " + huge + ": initrd of 14680064 bytes does not fit between the kernel's end at "
-                          "0x300000 and 0x1000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+    EXPECT_THAT(
+        [&] { load_linux(memory, kernel, huge, ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "initrd " + huge +
+            ": initrd of 14680064 bytes does not fit between the kernel's end at "
+            "0x300000 and 0x1000000 (the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
 }
 
 TEST_F(LoadFromFiles, ReadsAnElfKernelAndInitrd) {
@@ -518,38 +526,40 @@ TEST_F(LoadFromFiles, NamesTheElfKernelThatFails) {
     shared_object.type = ET_DYN;
     const std::string dynamic = write_file("dynamic", shared_object.bytes());
     EXPECT_THAT([&] { load_linux(memory, dynamic, "", ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel " + dynamic + ": ELF file of type 3, not an executable (ET_EXEC) like vmlinux")));
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "kernel " + dynamic + ": ELF file of type 3, not an executable (ET_EXEC) like vmlinux")));
 
     const std::string stub = write_file("stub", {0x7f, 'E', 'L', 'F'});
-    EXPECT_THAT(
-        [&] { load_linux(memory, stub, "", ""); },
-        ThrowsMessage<std::invalid_argument>(StrEq("kernel " + stub + ": too small for an ELF header (4 bytes)")));
+    EXPECT_THAT([&] { load_linux(memory, stub, "", ""); },
+                ThrowsMessage<std::invalid_argument>(
+                    StrEq("kernel " + stub + ": too small for an ELF header (4 bytes)")));
 
     // The program header table has to be in the head read before parsing.
     FakeElfKernel late_headers;
     late_headers.program_header_offset = ElfKernel::kHeadSize;
     const std::string late = write_file("late", late_headers.bytes());
-    EXPECT_THAT(
-        [&] { load_linux(memory, late, "", ""); },
-        ThrowsMessage<std::invalid_argument>(StrEq(
-            "kernel " + late + ": program header table at 0x10000 lies beyond the first 65536 bytes of the file")));
+    EXPECT_THAT([&] { load_linux(memory, late, "", ""); },
+                ThrowsMessage<std::invalid_argument>(StrEq(
+                    "kernel " + late +
+                    ": program header table at 0x10000 lies beyond the first 65536 bytes of the file")));
 
     FakeElfKernel too_high;
     too_high.segments[3].address = 0x1fff000;
     const std::string high = write_file("high", too_high.bytes());
-    EXPECT_THAT([&] { load_linux(memory, high, "", ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel " + high +
-                          ": segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at 0x2000000")));
+    EXPECT_THAT(
+        [&] { load_linux(memory, high, "", ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "kernel " + high +
+            ": segments from 0x1000000 to 0x2001000 run past the end of RAM below 4 GiB at 0x2000000")));
 
     const std::string kernel = write_file("vmlinux", FakeElfKernel{}.bytes());
     const std::string huge = write_file("huge", std::vector<std::uint8_t>(32 * kMiB - 0x1402000 + 1));
-    EXPECT_THAT([&] { load_linux(memory, kernel, huge, ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("initrd " + huge +
-                          ": initrd of 12574721 bytes does not fit between the kernel's end at 0x1402000 and 0x2000000 "
-                          "(the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
+    EXPECT_THAT(
+        [&] { load_linux(memory, kernel, huge, ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "initrd " + huge +
+            ": initrd of 12574721 bytes does not fit between the kernel's end at 0x1402000 and 0x2000000 "
+            "(the lower of initrd_addr_max + 1 and the end of RAM below 4 GiB)")));
 }
 
 TEST_F(LoadFromFiles, TakesWhatIsNotElfForABzImage) {
@@ -561,11 +571,13 @@ TEST_F(LoadFromFiles, TakesWhatIsNotElfForABzImage) {
                     StrEq("kernel " + other + ": not a bzImage (no 0x55AA boot flag at 0x1fe)")));
     // Too short for the ELF magic, it is a (too small) bzImage.
     const std::string stub = write_file("stub", {0x7f, 'E', 'L'});
-    EXPECT_THAT([&] { load_linux(memory, stub, "", ""); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("kernel " + stub + ": too small for a bzImage (3 bytes, the setup header alone needs 612)")));
+    EXPECT_THAT(
+        [&] { load_linux(memory, stub, "", ""); },
+        ThrowsMessage<std::invalid_argument>(StrEq(
+            "kernel " + stub + ": too small for a bzImage (3 bytes, the setup header alone needs 612)")));
     EXPECT_THAT([&] { load_linux(memory, "/nonexistent/vmlinux", "", ""); },
-                ThrowsMessage<std::system_error>(StrEq("open kernel /nonexistent/vmlinux: No such file or directory")));
+                ThrowsMessage<std::system_error>(
+                    StrEq("open kernel /nonexistent/vmlinux: No such file or directory")));
 }
 
 std::string first_match(const char* pattern) {

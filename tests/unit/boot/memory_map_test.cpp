@@ -72,13 +72,11 @@ TEST(E820Map, ReservesTheBiosAreaWhereAcpiTablesLive) {
 
 TEST(E820Map, RejectsRamThatDoesNotReachTheKernel) {
     const std::vector<memory::RegionLayout> tiny = {{0, 512 * 1024}};
-    EXPECT_THAT([&] { e820_map(tiny); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("guest RAM must start at address 0 and extend past 0x100000")));
+    EXPECT_THAT([&] { e820_map(tiny); }, ThrowsMessage<std::invalid_argument>(StrEq(
+                                             "guest RAM must start at address 0 and extend past 0x100000")));
     const std::vector<memory::RegionLayout> high = {{kGiB, kGiB}};
-    EXPECT_THAT([&] { e820_map(high); },
-                ThrowsMessage<std::invalid_argument>(
-                    StrEq("guest RAM must start at address 0 and extend past 0x100000")));
+    EXPECT_THAT([&] { e820_map(high); }, ThrowsMessage<std::invalid_argument>(StrEq(
+                                             "guest RAM must start at address 0 and extend past 0x100000")));
 }
 
 }  // namespace

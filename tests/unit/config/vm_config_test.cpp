@@ -32,8 +32,9 @@ std::string usage_error(std::vector<std::string> arguments) {
 }
 
 TEST(ParseCommandLine, DefaultsAndValues) {
-    auto config = parse({"--kernel", "/k", "--initrd", "/i", "--cmdline", "console=ttyS0 quiet", "--cpus", "4",
-                         "--memory", "2G", "--serial", "file=/tmp/console.log", "--api-socket", "/run/vm.sock"});
+    auto config =
+        parse({"--kernel", "/k", "--initrd", "/i", "--cmdline", "console=ttyS0 quiet", "--cpus", "4",
+               "--memory", "2G", "--serial", "file=/tmp/console.log", "--api-socket", "/run/vm.sock"});
     ASSERT_TRUE(config);
     EXPECT_EQ(config->kernel, "/k");
     EXPECT_EQ(config->initrd, "/i");
@@ -63,7 +64,8 @@ TEST(ParseCommandLine, BadFlagsAreNamed) {
 }
 
 TEST(ParseCommandLine, DisksInOrderWithTheirOptions) {
-    auto config = parse({"--kernel", "/k", "--disk", "path=/a.raw", "--disk", "readonly=on,path=/b.raw,direct=on"});
+    auto config =
+        parse({"--kernel", "/k", "--disk", "path=/a.raw", "--disk", "readonly=on,path=/b.raw,direct=on"});
     ASSERT_TRUE(config);
     ASSERT_EQ(config->disks.size(), 2u);
     EXPECT_EQ(config->disks[0], (vmm::config::DiskConfig{"/a.raw", false, false}));
@@ -71,13 +73,16 @@ TEST(ParseCommandLine, DisksInOrderWithTheirOptions) {
 }
 
 TEST(ParseCommandLine, BadDiskOptionsNameTheDiskAndThePart) {
-    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "readonly=on"}), "--disk readonly=on: path=P is missing");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "readonly=on"}),
+              "--disk readonly=on: path=P is missing");
     EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path="}), "--disk path=: the path is empty");
-    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/a,cache=none"}),
-              "--disk path=/a,cache=none: unknown option 'cache=none' (path=P, readonly=on|off, direct=on|off)");
+    EXPECT_EQ(
+        usage_error({"--kernel", "/k", "--disk", "path=/a,cache=none"}),
+        "--disk path=/a,cache=none: unknown option 'cache=none' (path=P, readonly=on|off, direct=on|off)");
     EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "path=/a,readonly=yes"}),
               "--disk path=/a,readonly=yes: readonly='yes' is not on or off");
-    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "/a.raw"}), "--disk /a.raw: '/a.raw' is not KEY=VALUE");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--disk", "/a.raw"}),
+              "--disk /a.raw: '/a.raw' is not KEY=VALUE");
 }
 
 TEST(ParseMemorySize, Units) {

@@ -1,18 +1,18 @@
 #include "vmm/control/control_server.h"
 
-#include <atomic>
-#include <filesystem>
-#include <fstream>
-#include <memory>
-#include <thread>
-#include <vector>
-
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "socket_test_support.h"
 #include "vmm/control/client.h"
@@ -38,12 +38,18 @@ constexpr std::chrono::seconds prompt(1);
 
 CommandTable test_commands() {
     return {
-        {"echo", [](const json& request) { return json{{"echo", request}}; }},
+        {"echo",
+         [](const json& request) {
+             return json{{"echo", request}};
+         }},
         {"nothing", [](const json&) { return json{}; }},
         {"number", [](const json&) { return json(42); }},
         {"refuse", [](const json&) -> json { throw CommandError("disk d0 is busy"); }},
         {"crash", [](const json&) -> json { throw std::runtime_error("boom"); }},
-        {"big", [](const json&) { return json{{"payload", std::string(64 * 1024, 'b')}}; }},
+        {"big",
+         [](const json&) {
+             return json{{"payload", std::string(64 * 1024, 'b')}};
+         }},
     };
 }
 
@@ -124,7 +130,8 @@ TEST_F(ControlServerTest, MalformedJsonIsAnsweredAndTheConnectionStaysUsable) {
     EXPECT_EQ(reply["ok"], false);
     EXPECT_THAT(reply["error"].get<std::string>(), StartsWith("invalid JSON: parse error at line 1"));
 
-    client.send(R"({"cmd":"nothing"})" "\n");
+    client.send(R"({"cmd":"nothing"})"
+                "\n");
     EXPECT_EQ(reply_of(client), json({{"ok", true}}));
 }
 
@@ -133,17 +140,23 @@ TEST_F(ControlServerTest, RequestsWithoutAStringCmdAreRefusedNamingTheProblem) {
     RawClient client(path);
     client.send("[1,2]\n");
     EXPECT_EQ(reply_of(client)["error"], "request must be a JSON object, not array");
-    client.send(R"({"command":"status"})" "\n");
+    client.send(R"({"command":"status"})"
+                "\n");
     EXPECT_EQ(reply_of(client)["error"], "request has no \"cmd\" field");
-    client.send(R"({"cmd":5})" "\n");
+    client.send(R"({"cmd":5})"
+                "\n");
     EXPECT_EQ(reply_of(client)["error"], "\"cmd\" must be a string, not number");
 }
 
 TEST_F(ControlServerTest, PipelinedLinesAreAnsweredInOrderSkippingBlankOnes) {
     RunningServer running(loop, path, test_commands());
     RawClient client(path);
-    client.send(R"({"cmd":"echo","n":1})" "\n" R"({"cmd":"echo","n":2})" "\n\n"
-                R"({"cmd":"echo","n":3})" "\r\n");
+    client.send(R"({"cmd":"echo","n":1})"
+                "\n"
+                R"({"cmd":"echo","n":2})"
+                "\n\n"
+                R"({"cmd":"echo","n":3})"
+                "\r\n");
     EXPECT_EQ(reply_of(client)["echo"]["n"], 1);
     EXPECT_EQ(reply_of(client)["echo"]["n"], 2);
     EXPECT_EQ(reply_of(client)["echo"]["n"], 3);
@@ -156,11 +169,13 @@ TEST_F(ControlServerTest, ClientsAreServedIndependently) {
     RawClient leaver(path);
     first.send(R"({"cmd":"echo",)");
     leaver.send(R"({"cmd":"ec)");
-    second.send(R"({"cmd":"echo","who":"second"})" "\n");
+    second.send(R"({"cmd":"echo","who":"second"})"
+                "\n");
     EXPECT_EQ(reply_of(second)["echo"]["who"], "second");
 
     leaver.close();
-    first.send(R"("who":"first"})" "\n");
+    first.send(R"("who":"first"})"
+               "\n");
     EXPECT_EQ(reply_of(first)["echo"]["who"], "first");
     EXPECT_EQ(send_command(path, {{"cmd", "nothing"}}, timeout)["ok"], true);
 }
@@ -199,7 +214,8 @@ TEST_F(ControlServerTest, OverLongLineGetsAnErrorAndTheConnectionIsClosed) {
 TEST_F(ControlServerTest, RequestsSentBeforeTheLoopRunsAreAnsweredOnceItDoes) {
     ControlServer server(loop, path, test_commands());
     RawClient early(path);
-    early.send(R"({"cmd":"echo","n":1})" "\n");
+    early.send(R"({"cmd":"echo","n":1})"
+               "\n");
     EXPECT_FALSE(early.input_ready(50ms));
     LoopThread loop_thread(loop);
     EXPECT_EQ(reply_of(early)["echo"]["n"], 1);
@@ -226,7 +242,8 @@ TEST_F(ControlServerTest, ClientPollingFromTheMomentTheFileAppearsAlwaysGetsVali
                 }
             }
             RawClient client(std::move(first));
-            client.send(R"({"cmd":"echo","n":0})" "\n");
+            client.send(R"({"cmd":"echo","n":0})"
+                        "\n");
             if (reply_of(client)["echo"]["n"] == 0) {
                 ++answered;
             }
@@ -299,7 +316,8 @@ TEST_F(ControlServerTest, ClientsThatNeverReadTheirRepliesDoNotLockANewClientOut
     RunningServer running(loop, path, test_commands());
     std::string requests;
     for (int index = 0; index < 2000; ++index) {
-        requests += R"({"cmd":"big"})" "\n";
+        requests += R"({"cmd":"big"})"
+                    "\n";
     }
     std::vector<std::unique_ptr<RawClient>> hogs;
     for (std::size_t index = 0; index < ControlServer::max_connections + 8; ++index) {
@@ -336,21 +354,26 @@ TEST_F(ControlServerTest, EachRequestLineHasTheWholeTimeoutToArriveInPieces) {
     RawClient client(path);
     client.send(R"({"cmd":"echo",)");
     std::this_thread::sleep_for(300ms);
-    client.send(R"("n":1})" "\n" R"({"cmd":"echo",)");
+    client.send(R"("n":1})"
+                "\n"
+                R"({"cmd":"echo",)");
     EXPECT_EQ(reply_of(client)["echo"]["n"], 1);
     // Past a second since the first byte, but not since the second line began.
     std::this_thread::sleep_for(800ms);
-    client.send(R"("n":2})" "\n");
+    client.send(R"("n":2})"
+                "\n");
     EXPECT_EQ(reply_of(client)["echo"]["n"], 2);
 }
 
 TEST_F(ControlServerTest, ConnectionWaitingBetweenRequestsIsNotTimedOut) {
     RunningServer running(loop, path, test_commands(), 100ms);
     RawClient client(path);
-    client.send(R"({"cmd":"echo","n":1})" "\n");
+    client.send(R"({"cmd":"echo","n":1})"
+                "\n");
     EXPECT_EQ(reply_of(client)["echo"]["n"], 1);
     EXPECT_FALSE(client.input_ready(300ms));
-    client.send(R"({"cmd":"echo","n":2})" "\n");
+    client.send(R"({"cmd":"echo","n":2})"
+                "\n");
     EXPECT_EQ(reply_of(client)["echo"]["n"], 2);
 }
 
@@ -379,7 +402,8 @@ TEST_F(ControlServerTest, RunningOutOfDescriptorsPausesAcceptingWithoutSpinning)
     // thread meets (with no descriptor left they cannot), and kept open, so
     // that the server frees no descriptor while the limit is low.
     RawClient earlier(path);
-    earlier.send(R"({"cmd":"nothing"})" "\n");
+    earlier.send(R"({"cmd":"nothing"})"
+                 "\n");
     ASSERT_EQ(reply_of(earlier), json({{"ok", true}}));
 
     std::optional<RawClient> client;
@@ -392,7 +416,8 @@ TEST_F(ControlServerTest, RunningOutOfDescriptorsPausesAcceptingWithoutSpinning)
         // Room for the client's descriptor and none for the server's accept().
         DescriptorLimit limit(static_cast<rlim_t>(lowest_free) + 1);
         client.emplace(path);
-        client->send(R"({"cmd":"nothing"})" "\n");
+        client->send(R"({"cmd":"nothing"})"
+                     "\n");
         const auto before = running.loop_thread.cpu_time();
         EXPECT_FALSE(client->input_ready(300ms)) << "the server accepted a client with no descriptor left";
         loop_cpu_time = running.loop_thread.cpu_time() - before;
@@ -472,7 +497,8 @@ TEST_F(ControlServerTest, PathInAMissingDirectoryIsRefusedNamingIt) {
 TEST_F(ControlServerTest, StopOnTheLoopThreadRemovesTheSocketFileAndWaitingClientsSeeEof) {
     RunningServer running(loop, path, test_commands());
     RawClient client(path);
-    client.send(R"({"cmd":"nothing"})" "\n");
+    client.send(R"({"cmd":"nothing"})"
+                "\n");
     ASSERT_EQ(reply_of(client)["ok"], true);
     RawClient half(path);
     half.send(R"({"cmd":"noth)");

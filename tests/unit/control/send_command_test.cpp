@@ -1,12 +1,11 @@
-#include "vmm/control/client.h"
-
-#include <thread>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <thread>
+
 #include "socket_test_support.h"
+#include "vmm/control/client.h"
 #include "vmm/control/control_server.h"
 #include "vmm/sys/error.h"
 

@@ -1,15 +1,15 @@
 #include "socket_test_support.h"
 
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <stdexcept>
-
-#include <poll.h>
-#include <pthread.h>
-#include <sys/socket.h>
-#include <time.h>
 
 #include "vmm/sys/error.h"
 
@@ -35,8 +35,7 @@ sockaddr_un socket_address(const std::string& path) {
     return address;
 }
 
-RawClient::RawClient(const std::string& socket_path)
-    : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+RawClient::RawClient(const std::string& socket_path) : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     if (!fd_) {
         sys::throw_errno("socket");
     }

@@ -1,12 +1,12 @@
 #pragma once
 
+#include <sys/un.h>
+
 #include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <sys/un.h>
 
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/fd.h"

@@ -1,3 +1,5 @@
+#include "vmm/cpu/cpuid.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -5,8 +7,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include "vmm/cpu/cpuid.h"
 
 namespace vmm::cpu {
 namespace {

@@ -1,8 +1,8 @@
+#include "vmm/cpu/lapic.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
-
-#include "vmm/cpu/lapic.h"
 
 namespace vmm::cpu {
 namespace {
@@ -33,10 +33,10 @@ TEST(ConfigureLint, SetsExtIntOnLint0AndNmiOnLint1) {
 
 TEST(ConfigureLint, ReplacesAnyOldDeliveryModeAndLeavesOtherRegistersAlone) {
     kvm::LapicState lapic{};
-    write_register(lapic, 0x20, 0x03000000);     // APIC ID
-    write_register(lapic, 0x350, 0x00000731);    // ExtINT, vector 0x31
-    write_register(lapic, 0x360, 0x00000231);    // SMI, vector 0x31
-    write_register(lapic, 0x370, kMasked);       // LVT error
+    write_register(lapic, 0x20, 0x03000000);   // APIC ID
+    write_register(lapic, 0x350, 0x00000731);  // ExtINT, vector 0x31
+    write_register(lapic, 0x360, 0x00000231);  // SMI, vector 0x31
+    write_register(lapic, 0x370, kMasked);     // LVT error
 
     configure_lint(lapic);
 

@@ -36,9 +36,7 @@ protected:
     AcpiPm1ControlBlock control{kS5, [this] { ++power_offs; }};
 };
 
-TEST_F(AcpiPm1ControlTest, SciEnableReadsSet) {
-    EXPECT_EQ(read16(control, 0) & 1, 1);
-}
+TEST_F(AcpiPm1ControlTest, SciEnableReadsSet) { EXPECT_EQ(read16(control, 0) & 1, 1); }
 
 TEST_F(AcpiPm1ControlTest, S5WithSleepEnablePowersOff) {
     write16(control, 0, sleep_request(kS5));

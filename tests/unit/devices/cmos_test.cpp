@@ -25,9 +25,7 @@ void write_cmos(Cmos& cmos, std::uint8_t index, std::uint8_t value) {
     cmos.write(Cmos::kDataOffset, {&value, 1});
 }
 
-int from_bcd(std::uint8_t value) {
-    return (value >> 4) * 10 + (value & 0x0f);
-}
+int from_bcd(std::uint8_t value) { return (value >> 4) * 10 + (value & 0x0f); }
 
 // The time the way Linux's mc146818_get_time() rebuilds it, in seconds since
 // the epoch.
@@ -47,8 +45,7 @@ std::time_t guest_time(Cmos& cmos) {
     return timegm(&tm);
 }
 
-std::chrono::system_clock::time_point utc(int year, int month, int day, int hour, int minute,
-                                          int second) {
+std::chrono::system_clock::time_point utc(int year, int month, int day, int hour, int minute, int second) {
     std::tm tm{};
     tm.tm_year = year - 1900;
     tm.tm_mon = month - 1;
@@ -95,7 +92,7 @@ TEST(Cmos, EncodesEveryFieldInBcdAndBinary) {
 TEST(Cmos, TwelveHourModeFlagsTheAfternoon) {
     auto now = utc(2024, 1, 1, 0, 5, 0);
     Cmos cmos({}, [&] { return now; });
-    write_cmos(cmos, kRegisterB, 0x00);  // 12-hour, BCD
+    write_cmos(cmos, kRegisterB, 0x00);      // 12-hour, BCD
     EXPECT_EQ(read_cmos(cmos, 0x04), 0x12);  // 12 AM
     now = utc(2024, 1, 1, 11, 0, 0);
     EXPECT_EQ(read_cmos(cmos, 0x04), 0x11);

@@ -26,49 +26,49 @@ constexpr std::uint8_t kNoDevice = 0xfe;
 
 class I8042Test : public ::testing::Test {
 protected:
-    std::uint8_t in(std::uint16_t offset) {
+    std::uint8_t read_port(std::uint16_t offset) {
         std::uint8_t byte = 0;
         controller.read(offset, {&byte, 1});
         return byte;
     }
-    void out(std::uint16_t offset, std::uint8_t value) { controller.write(offset, {&value, 1}); }
-    bool output_full() { return (in(kCommand) & kStatusOutputFull) != 0; }
+    void write_port(std::uint16_t offset, std::uint8_t value) { controller.write(offset, {&value, 1}); }
+    bool output_full() { return (read_port(kCommand) & kStatusOutputFull) != 0; }
 
     // What Linux's i8042_command() does for a command with one reply.
     std::uint8_t command_with_reply(std::uint8_t command) {
-        out(kCommand, command);
+        write_port(kCommand, command);
         EXPECT_TRUE(output_full()) << "no reply to command " << int{command};
-        return in(kData);
+        return read_port(kData);
     }
 
     // Everything the guest can read right now, a byte per interrupt.
     std::vector<std::uint8_t> drain() {
         std::vector<std::uint8_t> bytes;
         while (output_full()) {
-            bytes.push_back(in(kData));
+            bytes.push_back(read_port(kData));
         }
         return bytes;
     }
 
     void write_command_byte(std::uint8_t value) {
-        out(kCommand, 0x60);
-        out(kData, value);
+        write_port(kCommand, 0x60);
+        write_port(kData, value);
     }
 
     // What Linux's i8042_command(&param, I8042_CMD_AUX_LOOP) does: the byte
     // must come back flagged as aux data, or Linux reports "auxerr".
     std::uint8_t aux_loopback(std::uint8_t byte) {
-        out(kCommand, 0xd3);
-        out(kData, byte);
-        EXPECT_EQ(in(kCommand) & (kStatusAuxData | kStatusOutputFull),
+        write_port(kCommand, 0xd3);
+        write_port(kData, byte);
+        EXPECT_EQ(read_port(kCommand) & (kStatusAuxData | kStatusOutputFull),
                   kStatusAuxData | kStatusOutputFull);
-        return in(kData);
+        return read_port(kData);
     }
 
     // What Linux's i8042_aux_write() does for every byte psmouse sends.
     void send_to_mouse(std::uint8_t byte) {
-        out(kCommand, 0xd4);
-        out(kData, byte);
+        write_port(kCommand, 0xd4);
+        write_port(kData, byte);
     }
 
     vim::testing::FakeInterruptLine irq;      // IRQ 1, the keyboard's
@@ -78,7 +78,7 @@ protected:
 };
 
 TEST_F(I8042Test, StatusAfterPowerOnHasSystemFlagAndNoData) {
-    const std::uint8_t status = in(kCommand);
+    const std::uint8_t status = read_port(kCommand);
     EXPECT_EQ(status & kStatusOutputFull, 0);
     EXPECT_EQ(status & kStatusSystemFlag, kStatusSystemFlag);
     EXPECT_EQ(status & 0x10, 0x10);  // not inhibited by the keylock
@@ -95,37 +95,37 @@ TEST_F(I8042Test, CommandByteReadsBackWhatWasWritten) {
     EXPECT_EQ(initial & kCommandByteTranslate, kCommandByteTranslate);
     EXPECT_EQ(initial & kCommandByteInterrupt, kCommandByteInterrupt);
 
-    out(kCommand, 0x60);
-    out(kData, 0x65);
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x65);
     EXPECT_EQ(command_with_reply(0x20), 0x65);
-    EXPECT_EQ(in(kCommand) & 0x08, 0x08);  // last write went to the command port
-    out(kCommand, 0x60);
-    out(kData, 0x47);
-    EXPECT_EQ(in(kCommand) & 0x08, 0);
+    EXPECT_EQ(read_port(kCommand) & 0x08, 0x08);  // last write went to the command port
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x47);
+    EXPECT_EQ(read_port(kCommand) & 0x08, 0);
     EXPECT_EQ(command_with_reply(0x20), 0x47);
 }
 
 TEST_F(I8042Test, InterfaceEnableCommandsFlipTheCommandByte) {
-    out(kCommand, 0x60);
-    out(kData, 0x45);
-    out(kCommand, 0xad);
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x45);
+    write_port(kCommand, 0xad);
     EXPECT_EQ(command_with_reply(0x20), 0x55);
-    out(kCommand, 0xae);
-    out(kCommand, 0xa7);
+    write_port(kCommand, 0xae);
+    write_port(kCommand, 0xa7);
     EXPECT_EQ(command_with_reply(0x20), 0x65);
-    out(kCommand, 0xa8);
+    write_port(kCommand, 0xa8);
     EXPECT_EQ(command_with_reply(0x20), 0x45);
 }
 
 TEST_F(I8042Test, ControllerReplyRaisesKeyboardInterruptWhenEnabled) {
-    out(kCommand, 0xaa);
+    write_port(kCommand, 0xaa);
     EXPECT_TRUE(irq.high());
-    in(kData);
+    read_port(kData);
     EXPECT_FALSE(irq.high());
 
-    out(kCommand, 0x60);
-    out(kData, 0x44);  // interrupt disabled
-    out(kCommand, 0xaa);
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x44);  // interrupt disabled
+    write_port(kCommand, 0xaa);
     EXPECT_TRUE(output_full());
     EXPECT_FALSE(irq.high());
     EXPECT_TRUE(irq.only_changes());
@@ -134,48 +134,48 @@ TEST_F(I8042Test, ControllerReplyRaisesKeyboardInterruptWhenEnabled) {
 TEST_F(I8042Test, OutputPortReadsBackAndResetBitPulsesReset) {
     const std::uint8_t port = command_with_reply(0xd0);
     EXPECT_EQ(port & 0x03, 0x03);  // reset inactive, A20 on
-    out(kCommand, 0xd1);
-    out(kData, 0xdf);
+    write_port(kCommand, 0xd1);
+    write_port(kData, 0xdf);
     EXPECT_EQ(command_with_reply(0xd0) & 0xcf, 0xcf);
     EXPECT_EQ(resets, 0);
-    out(kCommand, 0xd1);
-    out(kData, 0xde);  // reset line driven low
+    write_port(kCommand, 0xd1);
+    write_port(kData, 0xde);  // reset line driven low
     EXPECT_EQ(resets, 1);
 }
 
 TEST_F(I8042Test, PulseCommandsResetOnlyWhenLineZeroIsPulsed) {
-    out(kCommand, 0xff);  // pulse nothing
-    out(kCommand, 0xfd);  // pulse line 1 only
+    write_port(kCommand, 0xff);  // pulse nothing
+    write_port(kCommand, 0xfd);  // pulse line 1 only
     EXPECT_EQ(resets, 0);
-    out(kCommand, 0xfe);  // what Linux's reboot=k writes
+    write_port(kCommand, 0xfe);  // what Linux's reboot=k writes
     EXPECT_EQ(resets, 1);
-    out(kCommand, 0xf0);
+    write_port(kCommand, 0xf0);
     EXPECT_EQ(resets, 2);
 }
 
 TEST_F(I8042Test, KeyboardCommandsAreAcknowledged) {
-    out(kData, 0xff);
+    write_port(kData, 0xff);
     EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0xfa, 0xaa}));
-    out(kData, 0xed);  // set LEDs
+    write_port(kData, 0xed);  // set LEDs
     EXPECT_EQ(drain(), std::vector<std::uint8_t>{0xfa});
-    out(kData, 0x00);
+    write_port(kData, 0x00);
     EXPECT_EQ(drain(), std::vector<std::uint8_t>{0xfa});
-    out(kData, 0xf3);  // typematic rate, with its argument
-    out(kData, 0x20);
+    write_port(kData, 0xf3);  // typematic rate, with its argument
+    write_port(kData, 0x20);
     EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0xfa, 0xfa}));
-    out(kData, 0xee);
+    write_port(kData, 0xee);
     EXPECT_EQ(drain(), std::vector<std::uint8_t>{0xee});
 }
 
 TEST_F(I8042Test, KeyboardIdentifiesAsTranslatedOrRawMf2) {
-    out(kData, 0xf2);
+    write_port(kData, 0xf2);
     EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0xfa, 0xab, 0x41}));
-    out(kCommand, 0x60);
-    out(kData, 0x05);  // translation off
-    out(kData, 0xf2);
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x05);  // translation off
+    write_port(kData, 0xf2);
     EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0xfa, 0xab, 0x83}));
-    out(kData, 0xf0);  // query scan code set
-    out(kData, 0x00);
+    write_port(kData, 0xf0);  // query scan code set
+    write_port(kData, 0x00);
     EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0xfa, 0xfa, 0x02}));
 }
 
@@ -183,7 +183,7 @@ TEST_F(I8042Test, CtrlAltDelArrivesAsTranslatedSet1OneInterruptPerByte) {
     ASSERT_TRUE(controller.request_ctrl_alt_del());
     std::vector<std::uint8_t> bytes;
     while (irq.high()) {
-        bytes.push_back(in(kData));
+        bytes.push_back(read_port(kData));
     }
     EXPECT_EQ(bytes, (std::vector<std::uint8_t>{0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d}));
     EXPECT_EQ(irq.rising_edges(), 8);
@@ -192,30 +192,30 @@ TEST_F(I8042Test, CtrlAltDelArrivesAsTranslatedSet1OneInterruptPerByte) {
 }
 
 TEST_F(I8042Test, CtrlAltDelArrivesAsSet2WithoutTranslation) {
-    out(kCommand, 0x60);
-    out(kData, 0x05);
+    write_port(kCommand, 0x60);
+    write_port(kData, 0x05);
     ASSERT_TRUE(controller.request_ctrl_alt_del());
-    EXPECT_EQ(drain(), (std::vector<std::uint8_t>{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0,
-                                                  0x11, 0xf0, 0x14}));
+    EXPECT_EQ(drain(),
+              (std::vector<std::uint8_t>{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14}));
 }
 
 TEST_F(I8042Test, KeysWaitWhileTheKeyboardInterfaceIsDisabled) {
-    out(kCommand, 0xad);
+    write_port(kCommand, 0xad);
     ASSERT_TRUE(controller.request_ctrl_alt_del());
     EXPECT_FALSE(output_full());
     EXPECT_FALSE(irq.high());
-    out(kCommand, 0xae);
+    write_port(kCommand, 0xae);
     EXPECT_TRUE(irq.high());
     EXPECT_EQ(drain().size(), 8u);
 }
 
 TEST_F(I8042Test, CtrlAltDelIsRefusedWhileScanningIsOffOrTheBufferIsFull) {
-    out(kData, 0xf5);  // atkbd deactivates the keyboard while probing
+    write_port(kData, 0xf5);  // atkbd deactivates the keyboard while probing
     drain();
     EXPECT_FALSE(controller.request_ctrl_alt_del());
     EXPECT_FALSE(output_full());
 
-    out(kData, 0xf4);
+    write_port(kData, 0xf4);
     drain();
     EXPECT_TRUE(controller.request_ctrl_alt_del());
     EXPECT_TRUE(controller.request_ctrl_alt_del());
@@ -244,22 +244,21 @@ TEST_F(I8042Test, LinuxAuxProbeFindsThePortAndItsInterrupt) {
     EXPECT_FALSE(output_full());
 
     // i8042_toggle_aux(false), then (true): each checked by reading the command byte.
-    out(kCommand, 0xa7);
+    write_port(kCommand, 0xa7);
     EXPECT_EQ(command_with_reply(0x20) & kCommandByteAuxDisabled, kCommandByteAuxDisabled);
-    out(kCommand, 0xa8);
+    write_port(kCommand, 0xa8);
     EXPECT_EQ(command_with_reply(0x20) & kCommandByteAuxDisabled, 0);
 
     // i8042_enable_aux_port(), then the IRQ delivery test: the interrupt
     // handler reads status and data, and wants 0xa5 from the aux side.
     ctr = static_cast<std::uint8_t>((ctr & ~kCommandByteAuxDisabled) | kCommandByteAuxInterrupt);
     write_command_byte(ctr);
-    out(kCommand, 0xd3);
-    out(kData, 0xa5);
+    write_port(kCommand, 0xd3);
+    write_port(kData, 0xa5);
     EXPECT_TRUE(aux_irq.high());
     EXPECT_FALSE(irq.high());
-    EXPECT_EQ(in(kCommand) & (kStatusAuxData | kStatusOutputFull),
-              kStatusAuxData | kStatusOutputFull);
-    EXPECT_EQ(in(kData), 0xa5);
+    EXPECT_EQ(read_port(kCommand) & (kStatusAuxData | kStatusOutputFull), kStatusAuxData | kStatusOutputFull);
+    EXPECT_EQ(read_port(kData), 0xa5);
     EXPECT_FALSE(aux_irq.high());
 
     // The end of i8042_check_aux() turns the port off again.
@@ -286,9 +285,9 @@ TEST_F(I8042Test, LinuxAuxProbeFindsThePortAndItsInterrupt) {
 }
 
 TEST_F(I8042Test, AuxInterfaceTestPasses) {
-    out(kCommand, 0xa9);
-    EXPECT_EQ(in(kCommand) & (kStatusAuxData | kStatusOutputFull), kStatusOutputFull);
-    EXPECT_EQ(in(kData), 0x00);
+    write_port(kCommand, 0xa9);
+    EXPECT_EQ(read_port(kCommand) & (kStatusAuxData | kStatusOutputFull), kStatusOutputFull);
+    EXPECT_EQ(read_port(kData), 0x00);
     EXPECT_FALSE(output_full());
 }
 
@@ -299,9 +298,9 @@ TEST_F(I8042Test, BytesForTheAbsentMouseAreRejectedAtOnceFromTheAuxSide) {
         send_to_mouse(0xf2);
         EXPECT_TRUE(aux_irq.high());
         EXPECT_FALSE(irq.high());
-        EXPECT_EQ(in(kCommand) & (kStatusAuxData | kStatusOutputFull),
+        EXPECT_EQ(read_port(kCommand) & (kStatusAuxData | kStatusOutputFull),
                   kStatusAuxData | kStatusOutputFull);
-        EXPECT_EQ(in(kData), kNoDevice);
+        EXPECT_EQ(read_port(kData), kNoDevice);
         EXPECT_FALSE(aux_irq.high());
     }
     EXPECT_EQ(aux_irq.rising_edges(), 2);
@@ -312,35 +311,35 @@ TEST_F(I8042Test, BytesForTheAbsentMouseAreRejectedAtOnceFromTheAuxSide) {
 TEST_F(I8042Test, WritingToTheMouseEnablesTheAuxInterface) {
     ASSERT_EQ(command_with_reply(0x20) & kCommandByteAuxDisabled, kCommandByteAuxDisabled);
     send_to_mouse(0xff);
-    EXPECT_EQ(in(kCommand) & kStatusAuxData, kStatusAuxData);
-    EXPECT_EQ(in(kData), kNoDevice);
+    EXPECT_EQ(read_port(kCommand) & kStatusAuxData, kStatusAuxData);
+    EXPECT_EQ(read_port(kData), kNoDevice);
     EXPECT_EQ(command_with_reply(0x20) & kCommandByteAuxDisabled, 0);
 }
 
 TEST_F(I8042Test, KeyboardAndAuxBytesEachRaiseTheirOwnInterrupt) {
     write_command_byte(kBothPortsInterrupting);
 
-    out(kData, 0xee);  // keyboard echo
+    write_port(kData, 0xee);  // keyboard echo
     EXPECT_TRUE(irq.high());
     EXPECT_FALSE(aux_irq.high());
-    EXPECT_EQ(in(kCommand) & kStatusAuxData, 0);
-    EXPECT_EQ(in(kData), 0xee);
+    EXPECT_EQ(read_port(kCommand) & kStatusAuxData, 0);
+    EXPECT_EQ(read_port(kData), 0xee);
 
     send_to_mouse(0xf2);
     EXPECT_FALSE(irq.high());
     EXPECT_TRUE(aux_irq.high());
-    EXPECT_EQ(in(kData), kNoDevice);
+    EXPECT_EQ(read_port(kData), kNoDevice);
 
     // Both at once: one byte at a time, each on its own line.
-    out(kData, 0xee);
+    write_port(kData, 0xee);
     send_to_mouse(0xf2);
     EXPECT_TRUE(irq.high());
     EXPECT_FALSE(aux_irq.high());
-    EXPECT_EQ(in(kData), 0xee);
+    EXPECT_EQ(read_port(kData), 0xee);
     EXPECT_FALSE(irq.high());
     EXPECT_TRUE(aux_irq.high());
-    EXPECT_EQ(in(kCommand) & kStatusAuxData, kStatusAuxData);
-    EXPECT_EQ(in(kData), kNoDevice);
+    EXPECT_EQ(read_port(kCommand) & kStatusAuxData, kStatusAuxData);
+    EXPECT_EQ(read_port(kData), kNoDevice);
     EXPECT_FALSE(aux_irq.high());
 
     EXPECT_EQ(irq.rising_edges(), 2);
@@ -353,15 +352,14 @@ TEST_F(I8042Test, KeyboardAndAuxBytesEachRaiseTheirOwnInterrupt) {
 TEST_F(I8042Test, AuxByteWithTheAuxInterruptOffIsPolled) {
     write_command_byte(kBothPortsInterrupting & ~kCommandByteAuxInterrupt);
     send_to_mouse(0xf2);
-    EXPECT_EQ(in(kCommand) & (kStatusAuxData | kStatusOutputFull),
-              kStatusAuxData | kStatusOutputFull);
+    EXPECT_EQ(read_port(kCommand) & (kStatusAuxData | kStatusOutputFull), kStatusAuxData | kStatusOutputFull);
     EXPECT_TRUE(aux_irq.levels.empty());
     EXPECT_TRUE(irq.levels.empty());
 
     // Turning the interrupt on with the byte still unread raises it then.
     write_command_byte(kBothPortsInterrupting);
     EXPECT_TRUE(aux_irq.high());
-    EXPECT_EQ(in(kData), kNoDevice);
+    EXPECT_EQ(read_port(kData), kNoDevice);
     EXPECT_FALSE(aux_irq.high());
 }
 
@@ -369,11 +367,11 @@ TEST_F(I8042Test, AuxBytesWaitWhileTheAuxInterfaceIsDisabled) {
     write_command_byte(kBothPortsInterrupting);
     send_to_mouse(0xf2);
     send_to_mouse(0xf2);
-    out(kCommand, 0xa7);
-    EXPECT_EQ(in(kData), kNoDevice);  // already in the output buffer
+    write_port(kCommand, 0xa7);
+    EXPECT_EQ(read_port(kData), kNoDevice);  // already in the output buffer
     EXPECT_FALSE(output_full());
     EXPECT_FALSE(aux_irq.high());
-    out(kCommand, 0xa8);
+    write_port(kCommand, 0xa8);
     EXPECT_TRUE(aux_irq.high());
     EXPECT_EQ(drain(), std::vector<std::uint8_t>{kNoDevice});
 }
@@ -401,21 +399,21 @@ TEST_F(I8042Test, OutputPortShowsWhichSideFilledTheOutputBuffer) {
 
     // The port is read while the earlier byte still waits in the output
     // buffer; its value arrives behind it.
-    out(kData, 0xee);
-    out(kCommand, 0xd0);
+    write_port(kData, 0xee);
+    write_port(kCommand, 0xd0);
     EXPECT_EQ(drain().at(1) & (kKeyboardFull | kAuxFull), kKeyboardFull);
 
     send_to_mouse(0xf2);
-    out(kCommand, 0xd0);
+    write_port(kCommand, 0xd0);
     EXPECT_EQ(drain().at(1) & (kKeyboardFull | kAuxFull), kAuxFull);
 }
 
 TEST_F(I8042Test, KeyboardOutputWriteComesBackFromTheKeyboardSide) {
-    out(kCommand, 0xd2);
-    out(kData, 0x5a);
+    write_port(kCommand, 0xd2);
+    write_port(kData, 0x5a);
     EXPECT_TRUE(irq.high());
     EXPECT_FALSE(aux_irq.high());
-    EXPECT_EQ(in(kCommand) & kStatusAuxData, 0);
+    EXPECT_EQ(read_port(kCommand) & kStatusAuxData, 0);
     // Only the byte itself: the keyboard never saw it as a command to ACK.
     EXPECT_EQ(drain(), std::vector<std::uint8_t>{0x5a});
 }

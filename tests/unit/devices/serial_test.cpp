@@ -22,15 +22,14 @@ constexpr std::uint8_t kLsrDataReady = 0x01, kLsrOverrun = 0x02, kLsrIdle = 0x60
 
 class SerialTest : public ::testing::Test {
 protected:
-    std::uint8_t in(std::uint16_t offset) {
+    std::uint8_t read_port(std::uint16_t offset) {
         std::uint8_t byte = 0;
         serial.read(offset, {&byte, 1});
         return byte;
     }
-    void out(std::uint16_t offset, std::uint8_t value) { serial.write(offset, {&value, 1}); }
+    void write_port(std::uint16_t offset, std::uint8_t value) { serial.write(offset, {&value, 1}); }
     std::size_t enqueue(const std::string& text) {
-        return serial.enqueue_input(
-            {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+        return serial.enqueue_input({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
     }
     std::string output_text() const { return {output.begin(), output.end()}; }
 
@@ -48,141 +47,141 @@ protected:
 // order; each one that went the other way would name a different chip.
 TEST_F(SerialTest, PassesLinuxProbeAsA16550A) {
     // Is there a UART: IER keeps its four bits and nothing else.
-    const std::uint8_t saved_ier = in(kIer);
-    out(kIer, 0);
-    EXPECT_EQ(in(kIer) & 0x0f, 0);
-    out(kIer, 0x0f);
-    EXPECT_EQ(in(kIer) & 0x0f, 0x0f);
-    out(kIer, saved_ier);
+    const std::uint8_t saved_ier = read_port(kIer);
+    write_port(kIer, 0);
+    EXPECT_EQ(read_port(kIer) & 0x0f, 0);
+    write_port(kIer, 0x0f);
+    EXPECT_EQ(read_port(kIer) & 0x0f, 0x0f);
+    write_port(kIer, saved_ier);
 
     // Loopback: RTS and OUT2 come back as CTS and DCD.
-    const std::uint8_t saved_mcr = in(kMcr);
-    out(kMcr, kMcrLoop | 0x0a);
-    EXPECT_EQ(in(kMsr) & 0xf0, 0x90);
-    out(kMcr, saved_mcr);
+    const std::uint8_t saved_mcr = read_port(kMcr);
+    write_port(kMcr, kMcrLoop | 0x0a);
+    EXPECT_EQ(read_port(kMsr) & 0xf0, 0x90);
+    write_port(kMcr, saved_mcr);
 
     // FIFO detection: both FIFO bits in IIR mean a 16550A.
-    out(kLcr, 0xbf);
-    out(kEfr, 0);
-    out(kLcr, 0);
-    out(kFcr, 0x01);
-    EXPECT_EQ(in(kIir) >> 6, 3);
+    write_port(kLcr, 0xbf);
+    write_port(kEfr, 0);
+    write_port(kLcr, 0);
+    write_port(kFcr, 0x01);
+    EXPECT_EQ(read_port(kIir) >> 6, 3);
 
     // No EFR behind either configuration mode (not an ST16650).
-    out(kLcr, 0x80);
-    EXPECT_NE(in(kEfr), 0);
-    out(kLcr, 0xbf);
-    EXPECT_NE(in(kEfr), 0);
+    write_port(kLcr, 0x80);
+    EXPECT_NE(read_port(kEfr), 0);
+    write_port(kLcr, 0xbf);
+    EXPECT_NE(read_port(kEfr), 0);
 
     // Not a National Semiconductor SuperIO: MCR's loop bit does not show in
     // EXCR1 (offset 2 with LCR = 0xe0).
-    out(kLcr, 0);
-    const std::uint8_t mcr = in(kMcr);
-    out(kLcr, 0xe0);
-    EXPECT_EQ((in(2) ^ mcr) & kMcrLoop, 0);
-    out(kLcr, 0);
-    out(kMcr, mcr ^ kMcrLoop);
-    out(kLcr, 0xe0);
-    const std::uint8_t excr1 = in(2);
-    out(kLcr, 0);
-    out(kMcr, mcr);
+    write_port(kLcr, 0);
+    const std::uint8_t mcr = read_port(kMcr);
+    write_port(kLcr, 0xe0);
+    EXPECT_EQ((read_port(2) ^ mcr) & kMcrLoop, 0);
+    write_port(kLcr, 0);
+    write_port(kMcr, mcr ^ kMcrLoop);
+    write_port(kLcr, 0xe0);
+    const std::uint8_t excr1 = read_port(2);
+    write_port(kLcr, 0);
+    write_port(kMcr, mcr);
     EXPECT_EQ((excr1 ^ mcr) & kMcrLoop, 0);
 
     // Not a TI16750: no 64-byte FIFO bit in IIR with or without DLAB.
-    out(kFcr, 0x21);
-    EXPECT_EQ(in(kIir) & 0xe0, 0xc0);
-    out(kFcr, 0);
-    out(kLcr, 0x80);
-    out(kFcr, 0x21);
-    EXPECT_NE(in(kIir) & 0xe0, 0xe0);
-    out(kFcr, 0);
-    out(kLcr, 0);
+    write_port(kFcr, 0x21);
+    EXPECT_EQ(read_port(kIir) & 0xe0, 0xc0);
+    write_port(kFcr, 0);
+    write_port(kLcr, 0x80);
+    write_port(kFcr, 0x21);
+    EXPECT_NE(read_port(kIir) & 0xe0, 0xe0);
+    write_port(kFcr, 0);
+    write_port(kLcr, 0);
 
     // Not an XScale: IER's UUE bit does not stick.
-    const std::uint8_t ier = in(kIer);
-    out(kIer, ier | 0x40);
-    EXPECT_EQ(in(kIer) & 0x40, 0);
-    out(kIer, ier);
+    const std::uint8_t ier = read_port(kIer);
+    write_port(kIer, ier | 0x40);
+    EXPECT_EQ(read_port(kIer) & 0x40, 0);
+    write_port(kIer, ier);
 
     // The scratch register holds what is written.
-    out(kScr, 0xa5);
-    EXPECT_EQ(in(kScr), 0xa5);
-    out(kScr, 0x5a);
-    EXPECT_EQ(in(kScr), 0x5a);
+    write_port(kScr, 0xa5);
+    EXPECT_EQ(read_port(kScr), 0xa5);
+    write_port(kScr, 0x5a);
+    EXPECT_EQ(read_port(kScr), 0x5a);
 
     // Startup's safety check: LSR must not float.
-    EXPECT_NE(in(kLsr), 0xff);
+    EXPECT_NE(read_port(kLsr), 0xff);
     EXPECT_TRUE(output.empty());
     EXPECT_FALSE(irq.high());
 }
 
 TEST_F(SerialTest, TransmittedBytesReachTheSink) {
     for (char c : std::string("login: ")) {
-        EXPECT_EQ(in(kLsr) & kLsrIdle, kLsrIdle);
-        out(kThr, static_cast<std::uint8_t>(c));
+        EXPECT_EQ(read_port(kLsr) & kLsrIdle, kLsrIdle);
+        write_port(kThr, static_cast<std::uint8_t>(c));
     }
     EXPECT_EQ(output_text(), "login: ");
 }
 
 TEST_F(SerialTest, LoopbackReturnsTransmittedBytesInsteadOfSendingThem) {
-    out(kMcr, kMcrLoop);
-    out(kThr, 'x');
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, kLsrDataReady);
-    EXPECT_EQ(in(kRbr), 'x');
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, 0);
+    write_port(kMcr, kMcrLoop);
+    write_port(kThr, 'x');
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, kLsrDataReady);
+    EXPECT_EQ(read_port(kRbr), 'x');
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, 0);
     EXPECT_TRUE(output.empty());
 }
 
 TEST_F(SerialTest, ModemStatusOutsideLoopbackIsAReadyTerminal) {
-    EXPECT_EQ(in(kMsr), 0xb0);  // DCD | DSR | CTS
-    out(kMcr, kMcrLoop | kMcrDtr | kMcrRts);
-    EXPECT_EQ(in(kMsr), 0x30);  // DSR | CTS
+    EXPECT_EQ(read_port(kMsr), 0xb0);  // DCD | DSR | CTS
+    write_port(kMcr, kMcrLoop | kMcrDtr | kMcrRts);
+    EXPECT_EQ(read_port(kMsr), 0x30);  // DSR | CTS
 }
 
 TEST_F(SerialTest, InputRaisesDataReadyInterruptUntilRead) {
-    out(kMcr, kMcrOut2);
-    out(kIer, 0x01);
+    write_port(kMcr, kMcrOut2);
+    write_port(kIer, 0x01);
     EXPECT_FALSE(irq.high());
 
     EXPECT_EQ(enqueue("ok"), 2u);
     EXPECT_TRUE(irq.high());
-    EXPECT_EQ(in(kIir), 0x04);  // received data available, FIFO off
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, kLsrDataReady);
-    EXPECT_EQ(in(kRbr), 'o');
+    EXPECT_EQ(read_port(kIir), 0x04);  // received data available, FIFO off
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, kLsrDataReady);
+    EXPECT_EQ(read_port(kRbr), 'o');
     EXPECT_TRUE(irq.high());
-    EXPECT_EQ(in(kRbr), 'k');
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, 0);
+    EXPECT_EQ(read_port(kRbr), 'k');
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, 0);
     EXPECT_FALSE(irq.high());
-    EXPECT_EQ(in(kIir), 0x01);
+    EXPECT_EQ(read_port(kIir), 0x01);
     EXPECT_TRUE(irq.only_changes());
 }
 
 TEST_F(SerialTest, Out2GatesTheInterruptLikeAPc) {
-    out(kIer, 0x01);
+    write_port(kIer, 0x01);
     enqueue("a");
     EXPECT_TRUE(irq.levels.empty());
-    EXPECT_EQ(in(kIir), 0x04);  // pending inside the chip all the same
+    EXPECT_EQ(read_port(kIir), 0x04);  // pending inside the chip all the same
 
-    out(kMcr, kMcrOut2);
+    write_port(kMcr, kMcrOut2);
     EXPECT_TRUE(irq.high());
-    out(kMcr, kMcrOut2 | kMcrLoop);
+    write_port(kMcr, kMcrOut2 | kMcrLoop);
     EXPECT_FALSE(irq.high());
-    out(kMcr, 0);
+    write_port(kMcr, 0);
     EXPECT_TRUE(irq.only_changes());
 }
 
 // The sequence of Linux's serial8250_do_startup() that decides whether the
 // UART re-asserts THRE; if not, Linux polls the port with a timer.
 TEST_F(SerialTest, ThreInterruptIsReassertedWhenReenabled) {
-    out(kMcr, kMcrOut2);
-    out(kFcr, 0x01);
-    out(kIer, 0x02);
+    write_port(kMcr, kMcrOut2);
+    write_port(kFcr, 0x01);
+    write_port(kIer, 0x02);
     EXPECT_TRUE(irq.high());
-    const std::uint8_t iir1 = in(kIir);
-    out(kIer, 0);
-    out(kIer, 0x02);
-    const std::uint8_t iir2 = in(kIir);
-    out(kIer, 0);
+    const std::uint8_t iir1 = read_port(kIir);
+    write_port(kIer, 0);
+    write_port(kIer, 0x02);
+    const std::uint8_t iir2 = read_port(kIir);
+    write_port(kIer, 0);
 
     EXPECT_EQ(iir1, 0xc2);
     EXPECT_EQ(iir2, 0xc2);
@@ -191,33 +190,33 @@ TEST_F(SerialTest, ThreInterruptIsReassertedWhenReenabled) {
 }
 
 TEST_F(SerialTest, ReadingIirClearsThreOnlyWhenItIsTheReportedSource) {
-    out(kMcr, kMcrOut2);
-    out(kIer, 0x03);
+    write_port(kMcr, kMcrOut2);
+    write_port(kIer, 0x03);
     enqueue("z");
-    EXPECT_EQ(in(kIir), 0x04);  // data outranks THRE, which stays pending
-    EXPECT_EQ(in(kRbr), 'z');
+    EXPECT_EQ(read_port(kIir), 0x04);  // data outranks THRE, which stays pending
+    EXPECT_EQ(read_port(kRbr), 'z');
     EXPECT_TRUE(irq.high());
-    EXPECT_EQ(in(kIir), 0x02);  // now THRE is reported, and consumed
+    EXPECT_EQ(read_port(kIir), 0x02);  // now THRE is reported, and consumed
     EXPECT_FALSE(irq.high());
-    EXPECT_EQ(in(kIir), 0x01);
+    EXPECT_EQ(read_port(kIir), 0x01);
 
-    out(kThr, '!');  // the transmitter empties again at once
+    write_port(kThr, '!');  // the transmitter empties again at once
     EXPECT_TRUE(irq.high());
-    EXPECT_EQ(in(kIir), 0x02);
+    EXPECT_EQ(read_port(kIir), 0x02);
     EXPECT_FALSE(irq.high());
     EXPECT_EQ(irq.rising_edges(), 2);
 }
 
 TEST_F(SerialTest, DivisorLatchHidesDataAndInterruptEnable) {
-    out(kIer, 0x05);
-    out(kLcr, 0x83);
-    out(kDll, 0x01);
-    out(kDlm, 0x00);
-    EXPECT_EQ(in(kDll), 0x01);
-    EXPECT_EQ(in(kDlm), 0x00);
-    out(kLcr, 0x03);
-    EXPECT_EQ(in(kIer), 0x05);
-    EXPECT_EQ(in(kLcr), 0x03);
+    write_port(kIer, 0x05);
+    write_port(kLcr, 0x83);
+    write_port(kDll, 0x01);
+    write_port(kDlm, 0x00);
+    EXPECT_EQ(read_port(kDll), 0x01);
+    EXPECT_EQ(read_port(kDlm), 0x00);
+    write_port(kLcr, 0x03);
+    EXPECT_EQ(read_port(kIer), 0x05);
+    EXPECT_EQ(read_port(kLcr), 0x03);
     EXPECT_TRUE(output.empty());
 }
 
@@ -226,41 +225,41 @@ TEST_F(SerialTest, FullFifoTakesWhatFitsAndSignalsWhenDrained) {
     EXPECT_EQ(enqueue(text), Serial::kInputFifoCapacity);
     EXPECT_EQ(enqueue("more"), 0u);
     for (std::size_t i = 0; i + 1 < Serial::kInputFifoCapacity; ++i) {
-        in(kRbr);
+        read_port(kRbr);
     }
     EXPECT_EQ(drained, 0);
-    in(kRbr);
+    read_port(kRbr);
     EXPECT_EQ(drained, 1);
-    in(kRbr);  // reading an empty FIFO does not signal again
+    read_port(kRbr);  // reading an empty FIFO does not signal again
     EXPECT_EQ(drained, 1);
 }
 
 TEST_F(SerialTest, FifoResetDiscardsInput) {
-    out(kFcr, 0x01);
+    write_port(kFcr, 0x01);
     enqueue("stale");
-    out(kFcr, 0x07);  // clear receive and transmit FIFOs
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, 0);
+    write_port(kFcr, 0x07);  // clear receive and transmit FIFOs
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, 0);
     enqueue("x");
-    out(kFcr, 0x00);  // disabling the FIFO empties it too
-    EXPECT_EQ(in(kLsr) & kLsrDataReady, 0);
-    EXPECT_EQ(in(kIir), 0x01);  // no FIFO bits once disabled
+    write_port(kFcr, 0x00);  // disabling the FIFO empties it too
+    EXPECT_EQ(read_port(kLsr) & kLsrDataReady, 0);
+    EXPECT_EQ(read_port(kIir), 0x01);  // no FIFO bits once disabled
 }
 
 TEST_F(SerialTest, LoopbackOverrunIsReportedOnceAsALineStatusInterrupt) {
-    out(kMcr, kMcrOut2 | kMcrLoop);
-    out(kIer, 0x04);
+    write_port(kMcr, kMcrOut2 | kMcrLoop);
+    write_port(kIer, 0x04);
     for (std::size_t i = 0; i <= Serial::kInputFifoCapacity; ++i) {
-        out(kThr, 'o');
+        write_port(kThr, 'o');
     }
-    EXPECT_EQ(in(kIir), 0x06);
-    EXPECT_EQ(in(kLsr) & kLsrOverrun, kLsrOverrun);
-    EXPECT_EQ(in(kLsr) & kLsrOverrun, 0);
-    EXPECT_EQ(in(kIir), 0x01);
+    EXPECT_EQ(read_port(kIir), 0x06);
+    EXPECT_EQ(read_port(kLsr) & kLsrOverrun, kLsrOverrun);
+    EXPECT_EQ(read_port(kLsr) & kLsrOverrun, 0);
+    EXPECT_EQ(read_port(kIir), 0x01);
 }
 
 TEST_F(SerialTest, WideAccessReachesConsecutiveRegisters) {
-    out(kLcr, 0x03);
-    out(kMcr, kMcrOut2);
+    write_port(kLcr, 0x03);
+    write_port(kMcr, kMcrOut2);
     std::array<std::uint8_t, 2> data{};
     serial.read(kLcr, data);
     EXPECT_EQ(data, (std::array<std::uint8_t, 2>{0x03, kMcrOut2}));
@@ -272,15 +271,15 @@ TEST_F(SerialTest, ConcurrentWritersAndHostInputLoseNothing) {
     for (int t = 0; t < 4; ++t) {
         threads.emplace_back([this] {
             for (int i = 0; i < kPerThread; ++i) {
-                out(kThr, 'w');
+                write_port(kThr, 'w');
             }
         });
     }
     std::size_t received = 0;
     std::thread reader([&] {
         while (received < 1000) {
-            if (in(kLsr) & kLsrDataReady) {
-                in(kRbr);
+            if (read_port(kLsr) & kLsrDataReady) {
+                read_port(kRbr);
                 ++received;
             }
         }

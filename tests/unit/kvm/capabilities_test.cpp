@@ -30,9 +30,8 @@ TEST(Capabilities, MissingRequiredCapabilityIsNamed) {
         vmm::kvm::require_capabilities(report);
         FAIL() << "a missing KVM_CAP_IRQFD was accepted";
     } catch (const std::runtime_error& error) {
-        EXPECT_EQ(std::string(error.what()),
-                  "KVM capability KVM_CAP_IRQFD (" + std::to_string(irqfd) +
-                      ") is not supported by this kernel");
+        EXPECT_EQ(std::string(error.what()), "KVM capability KVM_CAP_IRQFD (" + std::to_string(irqfd) +
+                                                 ") is not supported by this kernel");
     }
 }
 

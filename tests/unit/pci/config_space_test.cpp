@@ -83,20 +83,20 @@ TEST(ConfigSpace, AllOnesEverywhereChangesOnlyWritableBits) {
     for (std::size_t index = 0; index < kConfigRegisterCount; ++index) {
         std::uint32_t expected = before[index];
         switch (index) {
-            case kCommandStatusRegister:
-                // Memory space, bus master, parity and SERR# response, INTx
-                // disable; never I/O space, and status stays as it was.
-                expected |= 0x0546;
-                break;
-            case kHeaderTypeRegister:
-                expected |= 0xff;  // cache line size only
-                break;
-            case kFirstBarRegister:
-                expected = 0xfffff000;  // the size mask
-                break;
-            case kInterruptRegister:
-                expected |= 0xff;  // interrupt line only
-                break;
+        case kCommandStatusRegister:
+            // Memory space, bus master, parity and SERR# response, INTx
+            // disable; never I/O space, and status stays as it was.
+            expected |= 0x0546;
+            break;
+        case kHeaderTypeRegister:
+            expected |= 0xff;  // cache line size only
+            break;
+        case kFirstBarRegister:
+            expected = 0xfffff000;  // the size mask
+            break;
+        case kInterruptRegister:
+            expected |= 0xff;  // interrupt line only
+            break;
         }
         EXPECT_EQ(config.read(index), expected) << "register " << index;
     }

@@ -1,10 +1,9 @@
 // Notification suppression in both directions (spec 2.7.7, 2.7.10), with and
 // without VIRTIO_F_RING_EVENT_IDX.
-#include "vmm/virtio/queue.h"
-
 #include <gtest/gtest.h>
 
 #include "queue_fixture.h"
+#include "vmm/virtio/queue.h"
 
 namespace vmm::virtio {
 namespace {

@@ -76,8 +76,6 @@ protected:
     }
 };
 
-inline std::vector<std::uint8_t> bytes_of(std::string_view text) {
-    return {text.begin(), text.end()};
-}
+inline std::vector<std::uint8_t> bytes_of(std::string_view text) { return {text.begin(), text.end()}; }
 
 }  // namespace vmm::virtio

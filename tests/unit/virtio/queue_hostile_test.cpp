@@ -2,11 +2,10 @@
 // rings, and what the device makes of it: a refused configuration, a bad
 // chain completed and skipped, or a queue that needs a reset. Never a read or
 // write outside guest RAM (the suite runs under AddressSanitizer).
-#include "vmm/virtio/queue.h"
-
 #include <gtest/gtest.h>
 
 #include "queue_fixture.h"
+#include "vmm/virtio/queue.h"
 
 namespace vmm::virtio {
 namespace {

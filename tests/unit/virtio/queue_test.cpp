@@ -14,9 +14,7 @@ protected:
     void SetUp() override { driver.configure(queue); }
 };
 
-TEST_F(QueueNormalTest, NothingOfferedNothingPopped) {
-    EXPECT_FALSE(queue.pop(memory()));
-}
+TEST_F(QueueNormalTest, NothingOfferedNothingPopped) { EXPECT_FALSE(queue.pop(memory())); }
 
 TEST_F(QueueNormalTest, ChainGivesReadableThenWritableBuffers) {
     const auto header = driver.readable(bytes_of("header--16-bytes"));

@@ -1,8 +1,6 @@
 // The entropy device driven as a guest would drive it: chains offered on a
 // queue in plain heap RAM, notifications through an eventfd served by a real
 // event loop on the test thread, interrupts recorded by a fake.
-#include "vmm/virtio/rng/rng_device.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -19,6 +17,7 @@
 #include "vim/testing/virtio_driver.h"
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
+#include "vmm/virtio/rng/rng_device.h"
 #include "vmm/virtio/split_ring.h"
 
 namespace vmm::virtio {
@@ -85,8 +84,8 @@ protected:
 
     void activate(bool event_idx = false) {
         driver.configure(queue(), event_idx);
-        device.activate(Activation{ram.memory(), loop, device.device_features(), queues, notification_fds,
-                                   interrupt});
+        device.activate(
+            Activation{ram.memory(), loop, device.device_features(), queues, notification_fds, interrupt});
     }
 
     // A chain of one device-writable buffer of `length` bytes, offered.

@@ -14,8 +14,8 @@ namespace {
 namespace layout = boot::layout;
 using namespace detail;
 
-constexpr std::uint8_t kSpecRevision = 4;  // MPS 1.4
-constexpr std::string_view kOemId = "VIMVMM  ";         // 8 bytes
+constexpr std::uint8_t kSpecRevision = 4;                // MPS 1.4
+constexpr std::string_view kOemId = "VIMVMM  ";          // 8 bytes
 constexpr std::string_view kProductId = "VIMVMM      ";  // 12 bytes
 
 // Floating pointer: "_MP_", configuration table address, length in 16-byte
@@ -55,7 +55,7 @@ constexpr std::uint32_t kPciInterruptEntries = (layout::kPciMaxSlots - kPciFirst
 constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint8_t kInterruptVectored = 0;  // "INT": the APIC supplies the vector
 constexpr std::uint8_t kInterruptNmi = 1;
-constexpr std::uint8_t kInterruptExtInt = 3;    // the 8259's own vector
+constexpr std::uint8_t kInterruptExtInt = 3;  // the 8259's own vector
 
 static_assert(layout::kMpFloatingPointerAddress % 16 == 0, "Linux scans on 16-byte boundaries");
 static_assert(layout::kMpConfigTableAddress >= layout::kBiosAreaStart &&
@@ -164,8 +164,8 @@ std::vector<std::uint8_t> floating_pointer(std::uint64_t table_address) {
 
 void write_mp_table(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
     if (vcpu_count == 0 || vcpu_count > kMaxVcpus) {
-        throw std::invalid_argument("MP table: " + std::to_string(vcpu_count) +
-                                    " vCPUs; it numbers 1 to " + std::to_string(kMaxVcpus));
+        throw std::invalid_argument("MP table: " + std::to_string(vcpu_count) + " vCPUs; it numbers 1 to " +
+                                    std::to_string(kMaxVcpus));
     }
     const std::vector<std::uint8_t> table = configuration_table(vcpu_count);
     // Buses, I/O APIC, ISA and PCI interrupts and two local interrupts besides the CPUs.

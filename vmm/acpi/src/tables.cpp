@@ -18,7 +18,7 @@ namespace {
 namespace layout = boot::layout;
 
 // Identification every table carries in its header.
-constexpr std::string_view kOemId = "VIMVMM";        // 6 bytes
+constexpr std::string_view kOemId = "VIMVMM";         // 6 bytes
 constexpr std::string_view kOemTableId = "VIMVMM  ";  // 8 bytes
 constexpr std::string_view kCreatorId = "VIMV";       // 4 bytes
 constexpr std::uint32_t kOemRevision = 1;
@@ -53,7 +53,7 @@ constexpr std::uint8_t kAddressSpaceSystemIo = 1;
 constexpr std::uint8_t kAccessSizeWord = 2;
 constexpr std::size_t kGenericAddressSize = 12;
 
-constexpr std::uint8_t kPm1EventLength = 4;    // PM1 status + PM1 enable, 16 bits each
+constexpr std::uint8_t kPm1EventLength = 4;  // PM1 status + PM1 enable, 16 bits each
 constexpr std::uint8_t kPm1ControlLength = 2;
 
 // FADT Flags. PWR_BUTTON (bit 4) stays clear: the power button is the
@@ -127,7 +127,7 @@ std::vector<std::uint8_t> finish_table(Bytes table) {
 void io_register(Bytes& table, std::uint16_t port, std::uint8_t length) {
     table.u8(kAddressSpaceSystemIo);
     table.u8(static_cast<std::uint8_t>(length * 8));  // bit width
-    table.u8(0);                                       // bit offset
+    table.u8(0);                                      // bit offset
     table.u8(kAccessSizeWord);
     table.u64(port);
 }
@@ -157,8 +157,8 @@ std::vector<std::uint8_t> facs() {
 // PM1a and for PM1b, then two reserved zeros.
 aml::Aml sleep_state_s5() {
     const std::uint64_t type = layout::kAcpiS5SleepType;
-    return aml::name("\\_S5", aml::package({aml::integer(type), aml::integer(type), aml::integer(0),
-                                              aml::integer(0)}));
+    return aml::name(
+        "\\_S5", aml::package({aml::integer(type), aml::integer(type), aml::integer(0), aml::integer(0)}));
 }
 
 // The ranges the host bridge decodes for the devices behind it, and its own
@@ -196,12 +196,12 @@ aml::Aml pci_interrupt_routing() {
 // a _HID or by an _ADR, not both (ACPI 6.5, section 6.1).
 aml::Aml pci_host_bridge() {
     return aml::device("PCI0", {
-        aml::name("_HID", aml::integer(aml::eisa_id("PNP0A03"))),
-        aml::name("_UID", aml::integer(0)),
-        aml::name("_BBN", aml::integer(0)),
-        aml::name("_CRS", pci_host_bridge_resources()),
-        aml::name("_PRT", pci_interrupt_routing()),
-    });
+                                   aml::name("_HID", aml::integer(aml::eisa_id("PNP0A03"))),
+                                   aml::name("_UID", aml::integer(0)),
+                                   aml::name("_BBN", aml::integer(0)),
+                                   aml::name("_CRS", pci_host_bridge_resources()),
+                                   aml::name("_PRT", pci_interrupt_routing()),
+                               });
 }
 
 std::vector<std::uint8_t> dsdt() {
@@ -258,49 +258,49 @@ std::vector<std::uint8_t> fadt(std::uint64_t facs_address, std::uint64_t dsdt_ad
     Bytes table = begin_table("FACP", kFadtRevision);
     table.u32(static_cast<std::uint32_t>(facs_address));  // FIRMWARE_CTRL
     table.u32(static_cast<std::uint32_t>(dsdt_address));  // DSDT
-    table.u8(0);                                           // reserved
-    table.u8(0);                                           // preferred PM profile: unspecified
-    table.u16(layout::kAcpiSciIrq);                        // SCI_INT
-    table.u32(0);                                          // SMI_CMD
-    table.u8(0);                                           // ACPI_ENABLE
-    table.u8(0);                                           // ACPI_DISABLE
-    table.u8(0);                                           // S4BIOS_REQ
-    table.u8(0);                                           // PSTATE_CNT
-    table.u32(layout::kAcpiPm1EventPort);                  // PM1a_EVT_BLK
-    table.u32(0);                                          // PM1b_EVT_BLK
-    table.u32(layout::kAcpiPm1ControlPort);                // PM1a_CNT_BLK
-    table.u32(0);                                          // PM1b_CNT_BLK
-    table.u32(0);                                          // PM2_CNT_BLK
-    table.u32(0);                                          // PM_TMR_BLK
-    table.u32(0);                                          // GPE0_BLK
-    table.u32(0);                                          // GPE1_BLK
-    table.u8(kPm1EventLength);                             // PM1_EVT_LEN
-    table.u8(kPm1ControlLength);                           // PM1_CNT_LEN
-    table.u8(0);                                           // PM2_CNT_LEN
-    table.u8(0);                                           // PM_TMR_LEN
-    table.u8(0);                                           // GPE0_BLK_LEN
-    table.u8(0);                                           // GPE1_BLK_LEN
-    table.u8(0);                                           // GPE1_BASE
-    table.u8(0);                                           // CST_CNT
-    table.u16(kNoC2Latency);                               // P_LVL2_LAT
-    table.u16(kNoC3Latency);                               // P_LVL3_LAT
-    table.u16(0);                                          // FLUSH_SIZE
-    table.u16(0);                                          // FLUSH_STRIDE
-    table.u8(0);                                           // DUTY_OFFSET
-    table.u8(0);                                           // DUTY_WIDTH
-    table.u8(0);                                           // DAY_ALRM
-    table.u8(0);                                           // MON_ALRM
-    table.u8(0);                                           // CENTURY
-    table.u16(kBootArch8042);                              // IAPC_BOOT_ARCH
-    table.u8(0);                                           // reserved
+    table.u8(0);                                          // reserved
+    table.u8(0);                                          // preferred PM profile: unspecified
+    table.u16(layout::kAcpiSciIrq);                       // SCI_INT
+    table.u32(0);                                         // SMI_CMD
+    table.u8(0);                                          // ACPI_ENABLE
+    table.u8(0);                                          // ACPI_DISABLE
+    table.u8(0);                                          // S4BIOS_REQ
+    table.u8(0);                                          // PSTATE_CNT
+    table.u32(layout::kAcpiPm1EventPort);                 // PM1a_EVT_BLK
+    table.u32(0);                                         // PM1b_EVT_BLK
+    table.u32(layout::kAcpiPm1ControlPort);               // PM1a_CNT_BLK
+    table.u32(0);                                         // PM1b_CNT_BLK
+    table.u32(0);                                         // PM2_CNT_BLK
+    table.u32(0);                                         // PM_TMR_BLK
+    table.u32(0);                                         // GPE0_BLK
+    table.u32(0);                                         // GPE1_BLK
+    table.u8(kPm1EventLength);                            // PM1_EVT_LEN
+    table.u8(kPm1ControlLength);                          // PM1_CNT_LEN
+    table.u8(0);                                          // PM2_CNT_LEN
+    table.u8(0);                                          // PM_TMR_LEN
+    table.u8(0);                                          // GPE0_BLK_LEN
+    table.u8(0);                                          // GPE1_BLK_LEN
+    table.u8(0);                                          // GPE1_BASE
+    table.u8(0);                                          // CST_CNT
+    table.u16(kNoC2Latency);                              // P_LVL2_LAT
+    table.u16(kNoC3Latency);                              // P_LVL3_LAT
+    table.u16(0);                                         // FLUSH_SIZE
+    table.u16(0);                                         // FLUSH_STRIDE
+    table.u8(0);                                          // DUTY_OFFSET
+    table.u8(0);                                          // DUTY_WIDTH
+    table.u8(0);                                          // DAY_ALRM
+    table.u8(0);                                          // MON_ALRM
+    table.u8(0);                                          // CENTURY
+    table.u16(kBootArch8042);                             // IAPC_BOOT_ARCH
+    table.u8(0);                                          // reserved
     table.u32(kFadtWbinvd | kFadtSleepButtonNotFixed);
-    no_register(table);                                    // RESET_REG
-    table.u8(0);                                           // RESET_VALUE
-    table.u16(0);                                          // ARM_BOOT_ARCH
+    no_register(table);  // RESET_REG
+    table.u8(0);         // RESET_VALUE
+    table.u16(0);        // ARM_BOOT_ARCH
     table.u8(kFadtMinorRevision);
     // X_FIRMWARE_CTRL must be zero when FIRMWARE_CTRL is set.
     table.u64(0);
-    table.u64(dsdt_address);                               // X_DSDT
+    table.u64(dsdt_address);                                             // X_DSDT
     io_register(table, layout::kAcpiPm1EventPort, kPm1EventLength);      // X_PM1a_EVT_BLK
     no_register(table);                                                  // X_PM1b_EVT_BLK
     io_register(table, layout::kAcpiPm1ControlPort, kPm1ControlLength);  // X_PM1a_CNT_BLK
@@ -389,9 +389,9 @@ void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
     const std::uint64_t xsdt_address = place(xsdt(xsdt_entries), kTableAlignment);
 
     if (placement.end() > layout::kMpConfigTableAddress) {
-        throw std::length_error("ACPI tables for " + std::to_string(vcpu_count) +
-                                " vCPUs end at " + hex(placement.end()) +
-                                ", past the MP table's start at " + hex(layout::kMpConfigTableAddress));
+        throw std::length_error("ACPI tables for " + std::to_string(vcpu_count) + " vCPUs end at " +
+                                hex(placement.end()) + ", past the MP table's start at " +
+                                hex(layout::kMpConfigTableAddress));
     }
     memory.write(layout::kAcpiRsdpAddress, rsdp(xsdt_address));
     for (const PlacedTable& table : tables) {

@@ -26,7 +26,9 @@ std::string protocol_text(std::uint16_t version) {
 
 }  // namespace
 
-BzImage BzImage::read(const std::string& path) { return parse(detail::read_whole_file("kernel", path), path); }
+BzImage BzImage::read(const std::string& path) {
+    return parse(detail::read_whole_file("kernel", path), path);
+}
 
 BzImage BzImage::parse(std::vector<std::uint8_t> bytes, std::string name) {
     const std::string prefix = "kernel " + name + ": ";
@@ -56,8 +58,8 @@ BzImage BzImage::parse(std::vector<std::uint8_t> bytes, std::string name) {
     const std::uint64_t header_end = detail::kJump + 2 + file[detail::kJump + 1];
     if (header_end < detail::kMinimumHeaderEnd || header_end > detail::kMaximumHeaderEnd) {
         throw std::invalid_argument(prefix + "setup header ends at " + hex(header_end) + ", outside [" +
-                                    hex(detail::kMinimumHeaderEnd) + ", " +
-                                    hex(detail::kMaximumHeaderEnd) + "]");
+                                    hex(detail::kMinimumHeaderEnd) + ", " + hex(detail::kMaximumHeaderEnd) +
+                                    "]");
     }
 
     header.setup_sects = file[detail::kSetupSects];
@@ -67,13 +69,14 @@ BzImage BzImage::parse(std::vector<std::uint8_t> bytes, std::string name) {
     const std::uint64_t kernel_offset = (header.setup_sects + 1) * kSectorSize;
     if (kernel_offset > file.size()) {
         throw std::invalid_argument(prefix + "setup code of " + std::to_string(header.setup_sects) +
-                                    " sectors runs past the end of the file (" +
-                                    std::to_string(file.size()) + " bytes)");
+                                    " sectors runs past the end of the file (" + std::to_string(file.size()) +
+                                    " bytes)");
     }
 
     header.loadflags = file[detail::kLoadflags];
     if ((header.loadflags & kLoadedHigh) == 0) {
-        throw std::invalid_argument(prefix + "not loaded high (loadflags bit 0 clear): a zImage, not a bzImage");
+        throw std::invalid_argument(prefix +
+                                    "not loaded high (loadflags bit 0 clear): a zImage, not a bzImage");
     }
     header.xloadflags = load_le<std::uint16_t>(file, detail::kXloadflags);
     if ((header.xloadflags & kXlfKernel64) == 0) {
@@ -133,7 +136,8 @@ std::span<const std::uint8_t> BzImage::payload() const noexcept {
 }
 
 std::span<const std::uint8_t> BzImage::setup_header_bytes() const noexcept {
-    return std::span<const std::uint8_t>(bytes_).subspan(detail::kSetupSects, header_end_ - detail::kSetupSects);
+    return std::span<const std::uint8_t>(bytes_).subspan(detail::kSetupSects,
+                                                         header_end_ - detail::kSetupSects);
 }
 
 }  // namespace vmm::boot

@@ -50,8 +50,9 @@ void check_identity(const Elf64_Ehdr& header, const std::string& prefix) {
 std::vector<ElfSegment> loadable_segments(std::span<const std::uint8_t> head, const Elf64_Ehdr& header,
                                           std::uint64_t file_size, const std::string& prefix) {
     if (header.e_phentsize != sizeof(Elf64_Phdr)) {
-        throw std::invalid_argument(prefix + "program header entries of " + std::to_string(header.e_phentsize) +
-                                    " bytes, not " + std::to_string(sizeof(Elf64_Phdr)));
+        throw std::invalid_argument(prefix + "program header entries of " +
+                                    std::to_string(header.e_phentsize) + " bytes, not " +
+                                    std::to_string(sizeof(Elf64_Phdr)));
     }
     if (header.e_phnum == 0 || header.e_phnum > kMaxProgramHeaders) {
         throw std::invalid_argument(prefix + std::to_string(header.e_phnum) +
@@ -87,8 +88,7 @@ std::vector<ElfSegment> loadable_segments(std::span<const std::uint8_t> head, co
         }
         if (program.p_paddr < layout::kKernelLoadAddress) {
             throw std::invalid_argument(what + "at " + hex(program.p_paddr) + " lies below " +
-                                        hex(layout::kKernelLoadAddress) +
-                                        ", where the boot structures live");
+                                        hex(layout::kKernelLoadAddress) + ", where the boot structures live");
         }
         segments.push_back({program.p_offset, program.p_filesz, program.p_paddr, program.p_memsz});
     }

@@ -30,8 +30,8 @@ std::uint64_t file_size(const sys::Fd& fd, const std::string& what, const std::s
     return static_cast<std::uint64_t>(info.st_size);
 }
 
-void read_exact_at(const sys::Fd& fd, std::uint64_t offset, std::span<std::uint8_t> out, const std::string& what,
-                   const std::string& path) {
+void read_exact_at(const sys::Fd& fd, std::uint64_t offset, std::span<std::uint8_t> out,
+                   const std::string& what, const std::string& path) {
     std::size_t done = 0;
     while (done < out.size()) {
         ssize_t got =

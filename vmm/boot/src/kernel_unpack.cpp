@@ -255,7 +255,8 @@ public:
     }
     std::uint32_t take_be32() {
         const std::span<const std::uint8_t> bytes = take(4);
-        return std::uint32_t{bytes[0]} << 24 | std::uint32_t{bytes[1]} << 16 | std::uint32_t{bytes[2]} << 8 | bytes[3];
+        return std::uint32_t{bytes[0]} << 24 | std::uint32_t{bytes[1]} << 16 | std::uint32_t{bytes[2]} << 8 |
+               bytes[3];
     }
     std::uint32_t take_le32() { return load_le<std::uint32_t>(take(4), 0); }
 
@@ -288,13 +289,16 @@ void unpack_lz4(std::span<const std::uint8_t> in, std::span<std::uint8_t> out, c
         }
         if (packed_size == 0 || packed_size > static_cast<std::uint32_t>(largest_packed_block)) {
             reader.fail("the block at offset " + std::to_string(reader.position() - 4) + " states " +
-                        std::to_string(packed_size) + " bytes, outside 1.." + std::to_string(largest_packed_block));
+                        std::to_string(packed_size) + " bytes, outside 1.." +
+                        std::to_string(largest_packed_block));
         }
         const std::span<const std::uint8_t> packed = reader.take(packed_size);
-        const int unpacked_size = LZ4_decompress_safe(reinterpret_cast<const char*>(packed.data()), block.data(),
-                                                      static_cast<int>(packed.size()), kLz4LegacyBlockSize);
+        const int unpacked_size =
+            LZ4_decompress_safe(reinterpret_cast<const char*>(packed.data()), block.data(),
+                                static_cast<int>(packed.size()), kLz4LegacyBlockSize);
         if (unpacked_size < 0) {
-            reader.fail("corrupt data in the block at offset " + std::to_string(reader.position() - packed_size - 4));
+            reader.fail("corrupt data in the block at offset " +
+                        std::to_string(reader.position() - packed_size - 4));
         }
         if (static_cast<std::size_t>(unpacked_size) > out.size() - written) {
             reader.fail("more data than the stated size");
@@ -326,7 +330,8 @@ struct LzopChecksums {
         return checksums;
     }
 
-    void check(std::span<const std::uint8_t> bytes, const FrameReader& reader, const std::string& what) const {
+    void check(std::span<const std::uint8_t> bytes, const FrameReader& reader,
+               const std::string& what) const {
         if (adler32 && *adler32 != lzo_adler32(1, bytes.data(), bytes.size())) {
             reader.fail("Adler-32 mismatch in " + what);
         }
@@ -396,7 +401,8 @@ void unpack_lzo(std::span<const std::uint8_t> in, std::span<std::uint8_t> out, c
         const LzopChecksums unpacked_checksums =
             LzopChecksums::read(reader, flags, kLzopAdler32Unpacked, kLzopCrc32Unpacked);
         const LzopChecksums packed_checksums =
-            stored ? LzopChecksums{} : LzopChecksums::read(reader, flags, kLzopAdler32Packed, kLzopCrc32Packed);
+            stored ? LzopChecksums{}
+                   : LzopChecksums::read(reader, flags, kLzopAdler32Packed, kLzopCrc32Packed);
         const std::span<const std::uint8_t> packed = reader.take(packed_size);
         packed_checksums.check(packed, reader, block_name);
         if (unpacked_size > out.size() - written) {
@@ -407,7 +413,8 @@ void unpack_lzo(std::span<const std::uint8_t> in, std::span<std::uint8_t> out, c
             std::copy(packed.begin(), packed.end(), unpacked.begin());
         } else {
             lzo_uint produced = unpacked.size();
-            const int result = lzo1x_decompress_safe(packed.data(), packed.size(), unpacked.data(), &produced, nullptr);
+            const int result =
+                lzo1x_decompress_safe(packed.data(), packed.size(), unpacked.data(), &produced, nullptr);
             if (result != LZO_E_OK || produced != unpacked.size()) {
                 reader.fail("corrupt data in " + block_name);
             }
@@ -452,15 +459,18 @@ std::vector<std::uint8_t> unpack_bzimage(const BzImage& image) {
                                     " bytes (at most " + std::to_string(kMaxUnpackedKernelSize) + ")");
     }
 
-    const auto compression = std::find_if(kCompressions.begin(), kCompressions.end(), [&](const Compression& c) {
-        return payload.size() >= c.magic.size() && std::equal(c.magic.begin(), c.magic.end(), payload.begin());
-    });
+    const auto compression =
+        std::find_if(kCompressions.begin(), kCompressions.end(), [&](const Compression& c) {
+            return payload.size() >= c.magic.size() &&
+                   std::equal(c.magic.begin(), c.magic.end(), payload.begin());
+        });
     if (compression == kCompressions.end()) {
         throw std::invalid_argument(prefix + "payload compressed in an unknown format");
     }
     std::vector<std::uint8_t> unpacked(size);
-    compression->decode(compression->size_inside_stream ? payload : payload.first(payload.size() - kSizeTrailer),
-                        unpacked, prefix);
+    compression->decode(
+        compression->size_inside_stream ? payload : payload.first(payload.size() - kSizeTrailer), unpacked,
+        prefix);
 
     if (!ElfKernel::has_elf_magic(unpacked)) {
         throw std::invalid_argument(prefix + "unpacked payload is not an ELF file");

@@ -90,14 +90,18 @@ KernelPlan plan(const BzImage& kernel, std::uint64_t ram_end) {
     const std::uint64_t kernel_end =
         std::max(layout::kKernelLoadAddress + kernel.kernel().size(), runtime_start + header.init_size);
     if (kernel_end > ram_end) {
-        throw std::invalid_argument("kernel " + kernel.name() + ": " + std::to_string(kernel.kernel().size()) +
-                                    " bytes loaded at " + hex(layout::kKernelLoadAddress) +
-                                    " run past the end of RAM below 4 GiB at " + hex(ram_end));
+        throw std::invalid_argument(
+            "kernel " + kernel.name() + ": " + std::to_string(kernel.kernel().size()) + " bytes loaded at " +
+            hex(layout::kKernelLoadAddress) + " run past the end of RAM below 4 GiB at " + hex(ram_end));
     }
-    return {kernel.name(),         layout::kKernelLoadAddress + k64BitEntryOffset,
-            kernel_end,            header.cmdline_size,
-            header.initrd_addr_max, kernel.setup_header_bytes(),
-            header.protocol_version, header.loadflags};
+    return {kernel.name(),
+            layout::kKernelLoadAddress + k64BitEntryOffset,
+            kernel_end,
+            header.cmdline_size,
+            header.initrd_addr_max,
+            kernel.setup_header_bytes(),
+            header.protocol_version,
+            header.loadflags};
 }
 
 // An ELF kernel has no setup header; every x86-64 Linux takes a command line
@@ -125,15 +129,14 @@ std::array<std::uint8_t, detail::kMinimumHeaderEnd - detail::kSetupSects> elf_se
     return header;
 }
 
-KernelPlan plan(const ElfKernel& kernel, std::uint64_t ram_end,
-                std::span<const std::uint8_t> setup_header) {
+KernelPlan plan(const ElfKernel& kernel, std::uint64_t ram_end, std::span<const std::uint8_t> setup_header) {
     if (kernel.end() > ram_end) {
         throw std::invalid_argument("kernel " + kernel.name() + ": segments from " + hex(kernel.start()) +
                                     " to " + hex(kernel.end()) + " run past the end of RAM below 4 GiB at " +
                                     hex(ram_end));
     }
-    return {kernel.name(), kernel.entry_point(), kernel.end(), kElfCmdlineSize, kElfInitrdAddrMax,
-            setup_header,  kElfBootProtocol,     kLoadedHigh};
+    return {kernel.name(),     kernel.entry_point(), kernel.end(),     kElfCmdlineSize,
+            kElfInitrdAddrMax, setup_header,         kElfBootProtocol, kLoadedHigh};
 }
 
 void check_cmdline(const KernelPlan& kernel, std::string_view cmdline) {
@@ -247,8 +250,9 @@ void write_segments(memory::GuestMemory& memory, const ElfKernel& kernel, ReadAt
 
 // Loads either format from an open kernel file; `fill_initrd` as for load().
 template <typename FillInitrd>
-BootInfo load_kernel_file(memory::GuestMemory& memory, const std::string& kernel_path, std::string_view cmdline,
-                          std::uint64_t initrd_size, const std::string& initrd_name, FillInitrd fill_initrd) {
+BootInfo load_kernel_file(memory::GuestMemory& memory, const std::string& kernel_path,
+                          std::string_view cmdline, std::uint64_t initrd_size, const std::string& initrd_name,
+                          FillInitrd fill_initrd) {
     const sys::Fd file = detail::open_for_reading("kernel", kernel_path);
     const std::uint64_t file_size = detail::file_size(file, "kernel", kernel_path);
     std::vector<std::uint8_t> head(std::min<std::uint64_t>(file_size, ElfKernel::kHeadSize));
@@ -260,19 +264,21 @@ BootInfo load_kernel_file(memory::GuestMemory& memory, const std::string& kernel
         const auto setup_header = elf_setup_header();
         // Segments go straight from the file into guest RAM: a vmlinux is
         // tens of MiB, and a copy through a buffer would double the work.
-        return load(memory, plan(kernel, ram_end, setup_header), cmdline, initrd_size, initrd_name,
-                    [&] {
-                        write_segments(memory, kernel, [&](std::uint64_t offset, std::span<std::uint8_t> target) {
-                            detail::read_exact_at(file, offset, target, "kernel", kernel_path);
-                        });
-                    },
-                    fill_initrd);
+        return load(
+            memory, plan(kernel, ram_end, setup_header), cmdline, initrd_size, initrd_name,
+            [&] {
+                write_segments(memory, kernel, [&](std::uint64_t offset, std::span<std::uint8_t> target) {
+                    detail::read_exact_at(file, offset, target, "kernel", kernel_path);
+                });
+            },
+            fill_initrd);
     }
     std::vector<std::uint8_t> bytes(file_size);
     detail::read_exact(file, bytes, "kernel", kernel_path);
     const BzImage kernel = BzImage::parse(std::move(bytes), kernel_path);
-    return load(memory, plan(kernel, ram_end), cmdline, initrd_size, initrd_name,
-                [&] { memory.write(layout::kKernelLoadAddress, kernel.kernel()); }, fill_initrd);
+    return load(
+        memory, plan(kernel, ram_end), cmdline, initrd_size, initrd_name,
+        [&] { memory.write(layout::kKernelLoadAddress, kernel.kernel()); }, fill_initrd);
 }
 
 }  // namespace
@@ -292,9 +298,10 @@ std::uint64_t place_initrd(std::uint64_t initrd_size, std::uint64_t kernel_end, 
 
 BootInfo load_linux(memory::GuestMemory& memory, const BzImage& kernel, std::span<const std::uint8_t> initrd,
                     std::string_view cmdline) {
-    return load(memory, plan(kernel, ram_end_below_4g(memory)), cmdline, initrd.size(), "",
-                [&] { memory.write(layout::kKernelLoadAddress, kernel.kernel()); },
-                [&](std::span<std::uint8_t> target) { std::copy(initrd.begin(), initrd.end(), target.begin()); });
+    return load(
+        memory, plan(kernel, ram_end_below_4g(memory)), cmdline, initrd.size(), "",
+        [&] { memory.write(layout::kKernelLoadAddress, kernel.kernel()); },
+        [&](std::span<std::uint8_t> target) { std::copy(initrd.begin(), initrd.end(), target.begin()); });
 }
 
 BootInfo load_linux(memory::GuestMemory& memory, const ElfKernel& kernel, std::span<const std::uint8_t> file,
@@ -315,8 +322,8 @@ BootInfo load_linux(memory::GuestMemory& memory, const ElfKernel& kernel, std::s
         [&](std::span<std::uint8_t> target) { std::copy(initrd.begin(), initrd.end(), target.begin()); });
 }
 
-BootInfo load_linux(memory::GuestMemory& memory, const std::string& kernel_path, const std::string& initrd_path,
-                    const std::string& cmdline) {
+BootInfo load_linux(memory::GuestMemory& memory, const std::string& kernel_path,
+                    const std::string& initrd_path, const std::string& cmdline) {
     if (initrd_path.empty()) {
         return load_kernel_file(memory, kernel_path, cmdline, 0, "", [](std::span<std::uint8_t>) {});
     }
@@ -325,10 +332,9 @@ BootInfo load_linux(memory::GuestMemory& memory, const std::string& kernel_path,
     if (initrd_size == 0) {
         throw std::invalid_argument("initrd " + initrd_path + ": empty file");
     }
-    return load_kernel_file(memory, kernel_path, cmdline, initrd_size, "initrd " + initrd_path,
-                            [&](std::span<std::uint8_t> target) {
-                                detail::read_exact(initrd, target, "initrd", initrd_path);
-                            });
+    return load_kernel_file(
+        memory, kernel_path, cmdline, initrd_size, "initrd " + initrd_path,
+        [&](std::span<std::uint8_t> target) { detail::read_exact(initrd, target, "initrd", initrd_path); });
 }
 
 }  // namespace vmm::boot

@@ -25,8 +25,7 @@ std::vector<E820Entry> e820_map(std::span<const memory::RegionLayout> ram) {
     std::vector<memory::RegionLayout> regions(ram.begin(), ram.end());
     std::sort(regions.begin(), regions.end(),
               [](const memory::RegionLayout& a, const memory::RegionLayout& b) { return a.start < b.start; });
-    if (regions.empty() || regions.front().start != 0 ||
-        regions.front().size <= layout::kKernelLoadAddress) {
+    if (regions.empty() || regions.front().start != 0 || regions.front().size <= layout::kKernelLoadAddress) {
         throw std::invalid_argument("guest RAM must start at address 0 and extend past " +
                                     detail::hex(layout::kKernelLoadAddress));
     }
@@ -34,9 +33,10 @@ std::vector<E820Entry> e820_map(std::span<const memory::RegionLayout> ram) {
     for (const memory::RegionLayout& region : regions) {
         const std::uint64_t end = region.start + region.size;
         if (region.start < layout::kEbdaStart) {
-            entries.push_back({region.start, std::min(end, layout::kEbdaStart) - region.start, E820Type::Ram});
-            entries.push_back({layout::kEbdaStart, layout::kKernelLoadAddress - layout::kEbdaStart,
-                               E820Type::Reserved});
+            entries.push_back(
+                {region.start, std::min(end, layout::kEbdaStart) - region.start, E820Type::Ram});
+            entries.push_back(
+                {layout::kEbdaStart, layout::kKernelLoadAddress - layout::kEbdaStart, E820Type::Reserved});
         }
         if (end > layout::kKernelLoadAddress) {
             const std::uint64_t start = std::max(region.start, layout::kKernelLoadAddress);

@@ -1,5 +1,6 @@
 #include "vmm/config/vm_config.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,7 +11,6 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
-#include <sys/stat.h>
 
 namespace vmm::config {
 namespace {
@@ -123,14 +123,19 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
 
     CLI::App app{"vmm: runs one virtual machine on /dev/kvm"};
     app.set_version_flag("--version", "vmm 0.1");
-    app.add_option("--kernel", config.kernel, "Linux kernel to boot: a bzImage, or the uncompressed ELF vmlinux that unpack-kernel takes out of one (boots faster)")->required();
+    app.add_option("--kernel", config.kernel,
+                   "Linux kernel to boot: a bzImage, or the uncompressed ELF vmlinux that unpack-kernel "
+                   "takes out of one (boots faster)")
+        ->required();
     app.add_option("--initrd", config.initrd, "initial ramdisk");
     app.add_option("--cmdline", config.cmdline, "kernel command line")->capture_default_str();
     app.add_option("--cpus", config.cpus, "number of vCPUs")->capture_default_str();
     app.add_option("--memory", memory, "guest RAM, e.g. 512M or 2G")->capture_default_str();
     app.add_option("--serial", serial, "stdio, file=PATH or none")->capture_default_str();
     app.add_option("--api-socket", config.api_socket, "control socket path");
-    app.add_option("--disk", disks, "a virtio disk, raw image or block device: path=P[,readonly=on][,direct=on]; repeat for more");
+    app.add_option(
+        "--disk", disks,
+        "a virtio disk, raw image or block device: path=P[,readonly=on][,direct=on]; repeat for more");
     app.add_option("--net", nets, "tap=T[,mac=M]");
     app.add_option("--incoming", incoming, "tcp:HOST:PORT to receive a migration");
     app.add_option("--restore", restore, "snapshot directory to restore");
@@ -148,8 +153,8 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     }
     // These flags belong to the contract; the devices and the migration
     // receiver behind them are not built yet, so refuse them honestly.
-    for (const auto& [flag, values] : {std::pair{"--net", nets.size()}, {"--incoming", incoming.size()},
-                                       {"--restore", restore.size()}}) {
+    for (const auto& [flag, values] :
+         {std::pair{"--net", nets.size()}, {"--incoming", incoming.size()}, {"--restore", restore.size()}}) {
         if (values != 0) {
             throw UsageError(std::string(flag) + " is not supported by this vmm yet");
         }

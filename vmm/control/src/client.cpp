@@ -1,12 +1,12 @@
 #include "vmm/control/client.h"
 
-#include <algorithm>
-#include <cerrno>
-#include <stdexcept>
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
 
 #include "unix_address.h"
 #include "vmm/sys/error.h"
@@ -51,8 +51,7 @@ public:
     void send_all(std::string_view data) {
         while (!data.empty()) {
             wait_for(POLLOUT, "request sent");
-            const ssize_t count =
-                ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            const ssize_t count = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
             if (count < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                     continue;
@@ -127,8 +126,8 @@ nlohmann::json send_command(const std::string& socket_path, const nlohmann::json
     try {
         return nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& error) {
-        throw std::runtime_error("api socket " + socket_path + " sent a reply that is not JSON: " +
-                                 error.what());
+        throw std::runtime_error("api socket " + socket_path +
+                                 " sent a reply that is not JSON: " + error.what());
     }
 }
 

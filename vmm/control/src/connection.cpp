@@ -1,10 +1,10 @@
 #include "connection.h"
 
-#include <array>
-#include <cerrno>
-
 #include <sys/epoll.h>
 #include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
 
 #include "dispatch.h"
 #include "vmm/control/control_server.h"

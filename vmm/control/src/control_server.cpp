@@ -1,13 +1,13 @@
 #include "vmm/control/control_server.h"
 
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
-
-#include <sys/socket.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
 
 #include "connection.h"
 #include "listening_socket.h"

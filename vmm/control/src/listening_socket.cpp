@@ -1,14 +1,14 @@
 #include "listening_socket.h"
 
-#include <atomic>
-#include <cerrno>
-#include <filesystem>
-#include <stdexcept>
-
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <stdexcept>
 
 #include "unix_address.h"
 #include "vmm/sys/error.h"

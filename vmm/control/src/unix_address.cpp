@@ -1,9 +1,9 @@
 #include "unix_address.h"
 
+#include <sys/socket.h>
+
 #include <cstring>
 #include <stdexcept>
-
-#include <sys/socket.h>
 
 namespace vmm::control {
 
@@ -17,8 +17,8 @@ sockaddr_un unix_address(const std::string& path) {
     }
     if (path.size() > limit) {
         throw std::invalid_argument("api socket path " + path + " is " + std::to_string(path.size()) +
-                                    " bytes long; a Unix socket path is limited to " +
-                                    std::to_string(limit) + " bytes");
+                                    " bytes long; a Unix socket path is limited to " + std::to_string(limit) +
+                                    " bytes");
     }
     std::memcpy(address.sun_path, path.data(), path.size());
     return address;

@@ -1,8 +1,8 @@
 #pragma once
 
-#include <string>
-
 #include <sys/un.h>
+
+#include <string>
 
 namespace vmm::control {
 

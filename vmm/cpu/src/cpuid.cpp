@@ -212,9 +212,8 @@ void normalize(kvm::CpuidEntry& entry, const Topology& topology, bool amd) {
 std::vector<kvm::CpuidEntry> cpuid_for_vcpu(std::span<const kvm::CpuidEntry> supported,
                                             std::uint32_t vcpu_index, std::uint32_t vcpu_count) {
     if (vcpu_count == 0 || vcpu_count > kMaxVcpus) {
-        throw std::invalid_argument("cpuid: vCPU count " + std::to_string(vcpu_count) +
-                                    " is outside 1.." + std::to_string(kMaxVcpus) +
-                                    " (8-bit xAPIC IDs)");
+        throw std::invalid_argument("cpuid: vCPU count " + std::to_string(vcpu_count) + " is outside 1.." +
+                                    std::to_string(kMaxVcpus) + " (8-bit xAPIC IDs)");
     }
     if (vcpu_index >= vcpu_count) {
         throw std::invalid_argument("cpuid: vCPU index " + std::to_string(vcpu_index) +

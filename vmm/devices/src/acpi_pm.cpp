@@ -64,12 +64,10 @@ void AcpiPm1EventBlock::update_interrupt() {
     }
 }
 
-AcpiPm1ControlBlock::AcpiPm1ControlBlock(std::uint8_t s5_sleep_type,
-                                         std::function<void()> on_power_off)
+AcpiPm1ControlBlock::AcpiPm1ControlBlock(std::uint8_t s5_sleep_type, std::function<void()> on_power_off)
     : s5_sleep_type_(s5_sleep_type), on_power_off_(std::move(on_power_off)) {
     if (s5_sleep_type > (kSleepTypeMask >> kSleepTypeShift)) {
-        throw std::invalid_argument("acpi pm1 control: S5 sleep type " +
-                                    std::to_string(s5_sleep_type) +
+        throw std::invalid_argument("acpi pm1 control: S5 sleep type " + std::to_string(s5_sleep_type) +
                                     " does not fit SLP_TYP's 3 bits");
     }
 }
@@ -102,8 +100,7 @@ void AcpiPm1ControlBlock::write(std::uint64_t offset, std::span<const std::uint8
         }
         // SLP_TYP and SLP_EN share the high byte, so a byte write of it alone
         // is a complete sleep request, as is the usual 16-bit write.
-        power_off = (value & kSleepEnable) &&
-                    ((value & kSleepTypeMask) >> kSleepTypeShift) == s5_sleep_type_;
+        power_off = (value & kSleepEnable) && ((value & kSleepTypeMask) >> kSleepTypeShift) == s5_sleep_type_;
         control_ = value & ~kWriteOnly;
     }
     if (power_off && on_power_off_) {

@@ -41,9 +41,7 @@ constexpr std::uint8_t kMemoryAbove4G = 0x5b;          // 3 bytes, 64 KiB units
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kMiB = 1024 * kKiB;
 
-int to_bcd(int value) {
-    return (value / 10) << 4 | value % 10;
-}
+int to_bcd(int value) { return (value / 10) << 4 | value % 10; }
 
 }  // namespace
 
@@ -64,9 +62,7 @@ Cmos::Cmos(MemorySize memory, Clock clock) : clock_(std::move(clock)) {
     put(kExtendedMemoryKiB, extended, 2);
     put(kExtendedMemoryKiBCopy, extended, 2);
     put(kMemoryAbove16M,
-        std::min<std::uint64_t>(below_4g > 16 * kMiB ? (below_4g - 16 * kMiB) / (64 * kKiB) : 0,
-                                0xffff),
-        2);
+        std::min<std::uint64_t>(below_4g > 16 * kMiB ? (below_4g - 16 * kMiB) / (64 * kKiB) : 0, 0xffff), 2);
     put(kMemoryAbove4G, std::min<std::uint64_t>(memory.above_4g / (64 * kKiB), 0xffffff), 3);
 }
 

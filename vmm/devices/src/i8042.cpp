@@ -17,9 +17,8 @@ constexpr std::uint8_t kCommandByteAuxDisabled = 0x20;
 constexpr std::uint8_t kCommandByteTranslate = 0x40;
 // What a BIOS leaves after POST: keyboard interrupt on, system flag set,
 // translation to set 1 on, and the aux port (no mouse behind it) off.
-constexpr std::uint8_t kDefaultCommandByte = kCommandByteKeyboardInterrupt |
-                                             kCommandByteSystemFlag | kCommandByteAuxDisabled |
-                                             kCommandByteTranslate;
+constexpr std::uint8_t kDefaultCommandByte =
+    kCommandByteKeyboardInterrupt | kCommandByteSystemFlag | kCommandByteAuxDisabled | kCommandByteTranslate;
 
 constexpr std::uint8_t kOutputPortResetInactive = 0x01;  // the reset line is active low
 constexpr std::uint8_t kOutputPortA20 = 0x02;
@@ -90,13 +89,11 @@ constexpr std::size_t kAuxBufferSize = 16;
 // reverse order. In set 1 a release is the press code with bit 7 set; in set 2
 // it is the press code behind an 0xf0 prefix.
 constexpr std::uint8_t kCtrlAltDelSet1[] = {0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d};
-constexpr std::uint8_t kCtrlAltDelSet2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
-                                            0x71, 0xf0, 0x11, 0xf0, 0x14};
+constexpr std::uint8_t kCtrlAltDelSet2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14};
 
 }  // namespace
 
-I8042::I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
-             std::function<void()> on_reset)
+I8042::I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt, std::function<void()> on_reset)
     : keyboard_interrupt_{keyboard_interrupt},
       aux_interrupt_{aux_interrupt},
       on_reset_(std::move(on_reset)),
@@ -126,9 +123,9 @@ void I8042::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
 
 bool I8042::request_ctrl_alt_del() {
     std::lock_guard lock(mutex_);
-    const std::span<const std::uint8_t> sequence =
-        translating() ? std::span<const std::uint8_t>(kCtrlAltDelSet1)
-                      : std::span<const std::uint8_t>(kCtrlAltDelSet2);
+    const std::span<const std::uint8_t> sequence = translating()
+                                                       ? std::span<const std::uint8_t>(kCtrlAltDelSet1)
+                                                       : std::span<const std::uint8_t>(kCtrlAltDelSet2);
     if (!keyboard_scanning_ || keyboard_queue_.size() + sequence.size() > kKeyboardBufferSize) {
         return false;
     }
@@ -345,17 +342,11 @@ void I8042::aux_command() {
     }
 }
 
-void I8042::respond(std::uint8_t byte, Port port) {
-    controller_reply_ = OutputByte{byte, port};
-}
+void I8042::respond(std::uint8_t byte, Port port) { controller_reply_ = OutputByte{byte, port}; }
 
-bool I8042::translating() const {
-    return (ram_[0] & kCommandByteTranslate) != 0;
-}
+bool I8042::translating() const { return (ram_[0] & kCommandByteTranslate) != 0; }
 
-bool I8042::output_holds(Port port) const {
-    return output_buffer_ && output_buffer_->port == port;
-}
+bool I8042::output_holds(Port port) const { return output_buffer_ && output_buffer_->port == port; }
 
 void I8042::fill_output_buffer() {
     if (output_buffer_) {
@@ -377,8 +368,7 @@ void I8042::fill_output_buffer() {
 }
 
 void I8042::update_interrupts() {
-    keyboard_interrupt_.drive(output_holds(Port::Keyboard) &&
-                              (ram_[0] & kCommandByteKeyboardInterrupt));
+    keyboard_interrupt_.drive(output_holds(Port::Keyboard) && (ram_[0] & kCommandByteKeyboardInterrupt));
     aux_interrupt_.drive(output_holds(Port::Aux) && (ram_[0] & kCommandByteAuxInterrupt));
 }
 

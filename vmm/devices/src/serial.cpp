@@ -7,7 +7,7 @@ namespace vmm::devices {
 namespace {
 
 // Register offsets; DLL and DLM replace RBR/THR and IER while LCR.DLAB is set.
-constexpr std::uint16_t kData = 0;  // RBR on read, THR on write, DLL with DLAB
+constexpr std::uint16_t kData = 0;             // RBR on read, THR on write, DLL with DLAB
 constexpr std::uint16_t kInterruptEnable = 1;  // IER, DLM with DLAB
 constexpr std::uint16_t kInterruptId = 2;      // IIR on read, FCR on write
 constexpr std::uint16_t kLineControl = 3;
@@ -251,7 +251,7 @@ std::uint8_t Serial::modem_status() const {
         // OUT1->RI, OUT2->DCD; Linux's probe expects exactly this mapping.
         std::uint8_t status = 0;
         for (const auto& [output, input] : {std::pair{kMcrRts, kMsrCts}, std::pair{kMcrDtr, kMsrDsr},
-                                           std::pair{kMcrOut1, kMsrRi}, std::pair{kMcrOut2, kMsrDcd}}) {
+                                            std::pair{kMcrOut1, kMsrRi}, std::pair{kMcrOut2, kMsrDcd}}) {
             if (modem_control_ & output) {
                 status |= input;
             }
@@ -265,8 +265,7 @@ std::uint8_t Serial::modem_status() const {
 void Serial::update_interrupt() {
     // On a PC, OUT2 enables the buffer that drives the UART's interrupt onto
     // the ISA bus, and loopback mode disconnects OUT2 from that pin.
-    const bool gate_open =
-        (modem_control_ & kMcrOut2) != 0 && (modem_control_ & kMcrLoopback) == 0;
+    const bool gate_open = (modem_control_ & kMcrOut2) != 0 && (modem_control_ & kMcrLoopback) == 0;
     const bool level = gate_open && pending_interrupt() != kIirNoInterrupt;
     if (level != interrupt_level_) {
         interrupt_level_ = level;

@@ -14,7 +14,7 @@ struct Capability {
     bool required;
 };
 
-#define VIM_CAP(name, required) Capability{#name, name, required}
+#define VIM_CAP(name, required) (Capability{#name, name, required})
 
 // Like kvmtool's table: checked once at start-up so a missing feature is a
 // clear message, not a failed ioctl deep inside device setup.

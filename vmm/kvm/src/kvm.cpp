@@ -18,8 +18,8 @@ Kvm Kvm::open(const std::string& device) {
     }
     int version = detail::ioctl_or_throw(fd.get(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
     if (version != KVM_API_VERSION) {
-        throw std::runtime_error(device + ": KVM API version " + std::to_string(version) +
-                                 ", expected " + std::to_string(KVM_API_VERSION));
+        throw std::runtime_error(device + ": KVM API version " + std::to_string(version) + ", expected " +
+                                 std::to_string(KVM_API_VERSION));
     }
     Kvm kvm(std::move(fd));
     require_capabilities(kvm.capability_report());

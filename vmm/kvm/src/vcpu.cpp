@@ -24,13 +24,20 @@ Ours convert(const Theirs& theirs) {
 
 std::string_view describe(VcpuExit exit) {
     switch (exit) {
-        case VcpuExit::PortIo: return "port I/O";
-        case VcpuExit::Mmio: return "MMIO";
-        case VcpuExit::Halt: return "HLT";
-        case VcpuExit::TripleFault: return "triple fault (KVM_EXIT_SHUTDOWN)";
-        case VcpuExit::SystemShutdown: return "system shutdown event";
-        case VcpuExit::SystemReset: return "system reset event";
-        case VcpuExit::Interrupted: return "interrupted";
+    case VcpuExit::PortIo:
+        return "port I/O";
+    case VcpuExit::Mmio:
+        return "MMIO";
+    case VcpuExit::Halt:
+        return "HLT";
+    case VcpuExit::TripleFault:
+        return "triple fault (KVM_EXIT_SHUTDOWN)";
+    case VcpuExit::SystemShutdown:
+        return "system shutdown event";
+    case VcpuExit::SystemReset:
+        return "system reset event";
+    case VcpuExit::Interrupted:
+        return "interrupted";
     }
     return "unknown";
 }
@@ -81,8 +88,7 @@ std::vector<MsrEntry> Vcpu::msrs(std::span<const std::uint32_t> indexes) const {
     }
     int read = detail::ioctl_or_throw(fd_.get(), detail::kGetMsrs, msrs.data(), "KVM_GET_MSRS");
     if (static_cast<std::size_t>(read) != indexes.size()) {
-        throw std::runtime_error("KVM_GET_MSRS: MSR " + std::to_string(indexes[read]) +
-                                 " is not supported");
+        throw std::runtime_error("KVM_GET_MSRS: MSR " + std::to_string(indexes[read]) + " is not supported");
     }
     std::vector<MsrEntry> entries;
     for (std::size_t i = 0; i < indexes.size(); ++i) {
@@ -129,26 +135,31 @@ VcpuExit Vcpu::run(ExitHandler& handler) {
     }
     const auto* run = reinterpret_cast<const kvm_run*>(run_.data());
     switch (run->exit_reason) {
-        case KVM_EXIT_IO: return dispatch_io(handler);
-        case KVM_EXIT_MMIO: return dispatch_mmio(handler);
-        case KVM_EXIT_HLT: return VcpuExit::Halt;
-        case KVM_EXIT_SHUTDOWN: return VcpuExit::TripleFault;
-        case KVM_EXIT_INTR: return VcpuExit::Interrupted;
-        case KVM_EXIT_SYSTEM_EVENT:
-            if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) {
-                return VcpuExit::SystemReset;
-            }
-            return VcpuExit::SystemShutdown;
-        case KVM_EXIT_FAIL_ENTRY:
-            throw std::runtime_error("vCPU " + std::to_string(id_) +
-                                     ": KVM could not enter the guest (hardware reason " +
-                                     std::to_string(run->fail_entry.hardware_entry_failure_reason) + ")");
-        case KVM_EXIT_INTERNAL_ERROR:
-            throw std::runtime_error("vCPU " + std::to_string(id_) + ": KVM internal error, suberror " +
-                                     std::to_string(run->internal.suberror));
-        default:
-            throw std::runtime_error("vCPU " + std::to_string(id_) + ": unexpected KVM exit reason " +
-                                     std::to_string(run->exit_reason));
+    case KVM_EXIT_IO:
+        return dispatch_io(handler);
+    case KVM_EXIT_MMIO:
+        return dispatch_mmio(handler);
+    case KVM_EXIT_HLT:
+        return VcpuExit::Halt;
+    case KVM_EXIT_SHUTDOWN:
+        return VcpuExit::TripleFault;
+    case KVM_EXIT_INTR:
+        return VcpuExit::Interrupted;
+    case KVM_EXIT_SYSTEM_EVENT:
+        if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) {
+            return VcpuExit::SystemReset;
+        }
+        return VcpuExit::SystemShutdown;
+    case KVM_EXIT_FAIL_ENTRY:
+        throw std::runtime_error("vCPU " + std::to_string(id_) +
+                                 ": KVM could not enter the guest (hardware reason " +
+                                 std::to_string(run->fail_entry.hardware_entry_failure_reason) + ")");
+    case KVM_EXIT_INTERNAL_ERROR:
+        throw std::runtime_error("vCPU " + std::to_string(id_) + ": KVM internal error, suberror " +
+                                 std::to_string(run->internal.suberror));
+    default:
+        throw std::runtime_error("vCPU " + std::to_string(id_) + ": unexpected KVM exit reason " +
+                                 std::to_string(run->exit_reason));
     }
 }
 

@@ -39,8 +39,8 @@ void KvmVm::set_identity_map_address(std::uint64_t address) {
 Vcpu KvmVm::create_vcpu(std::uint32_t id) {
     sys::Fd vcpu(detail::ioctl_or_throw(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id),
                                         ("KVM_CREATE_VCPU " + std::to_string(id)).c_str()));
-    auto run = sys::Mapping::map("kvm_run", run_mapping_size_, PROT_READ | PROT_WRITE, MAP_SHARED,
-                                 vcpu.get());
+    auto run =
+        sys::Mapping::map("kvm_run", run_mapping_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu.get());
     return Vcpu(std::move(vcpu), std::move(run), id);
 }
 

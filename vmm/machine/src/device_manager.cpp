@@ -51,13 +51,15 @@ devices::InterruptLine& DeviceManager::interrupt_line(std::uint32_t gsi) {
 }
 
 void DeviceManager::add_legacy_devices(LegacyDeviceHooks hooks) {
-    serial_ = std::make_shared<devices::Serial>(interrupt_line(layout::kSerialIrq), std::move(hooks.serial_output),
-                                                std::move(hooks.serial_input_drained));
-    i8042_ = std::make_shared<devices::I8042>(interrupt_line(layout::kI8042KeyboardIrq),
-                                              interrupt_line(layout::kI8042AuxIrq), std::move(hooks.guest_reset));
+    serial_ =
+        std::make_shared<devices::Serial>(interrupt_line(layout::kSerialIrq), std::move(hooks.serial_output),
+                                          std::move(hooks.serial_input_drained));
+    i8042_ =
+        std::make_shared<devices::I8042>(interrupt_line(layout::kI8042KeyboardIrq),
+                                         interrupt_line(layout::kI8042AuxIrq), std::move(hooks.guest_reset));
     pm_events_ = std::make_shared<devices::AcpiPm1EventBlock>(interrupt_line(layout::kAcpiSciIrq));
-    auto pm_control =
-        std::make_shared<devices::AcpiPm1ControlBlock>(layout::kAcpiS5SleepType, std::move(hooks.guest_power_off));
+    auto pm_control = std::make_shared<devices::AcpiPm1ControlBlock>(layout::kAcpiS5SleepType,
+                                                                     std::move(hooks.guest_power_off));
 
     std::uint64_t below_4g = 0, above_4g = 0;
     for (const memory::Region& region : memory_.regions()) {
@@ -68,7 +70,8 @@ void DeviceManager::add_legacy_devices(LegacyDeviceHooks hooks) {
     pio_bus_.add("serial", layout::kSerialPort, devices::Serial::kPortSpan, serial_);
     pio_bus_.add("i8042", layout::kI8042DataPort, devices::I8042::kPortSpan, i8042_);
     pio_bus_.add("cmos", layout::kCmosPort, devices::Cmos::kPortSpan, cmos);
-    pio_bus_.add("acpi-pm1-event", layout::kAcpiPm1EventPort, devices::AcpiPm1EventBlock::kPortSpan, pm_events_);
+    pio_bus_.add("acpi-pm1-event", layout::kAcpiPm1EventPort, devices::AcpiPm1EventBlock::kPortSpan,
+                 pm_events_);
     pio_bus_.add("acpi-pm1-control", layout::kAcpiPm1ControlPort, devices::AcpiPm1ControlBlock::kPortSpan,
                  pm_control);
 }

@@ -9,10 +9,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kvm_interrupts.h"
 #include "vmm/devices/acpi_pm.h"

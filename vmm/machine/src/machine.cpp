@@ -13,11 +13,11 @@
 #include "control_commands.h"
 #include "device_manager.h"
 #include "lifecycle.h"
+#include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 #include "vmm/boot/linux_loader.h"
 #include "vmm/boot/long_mode.h"
 #include "vmm/boot/memory_map.h"
-#include "vmm/acpi/tables.h"
 #include "vmm/control/control_server.h"
 #include "vmm/cpu/cpuid.h"
 #include "vmm/cpu/lapic.h"
@@ -136,8 +136,14 @@ void add_devices(Machine::Parts& parts) {
                     parts.console->notify_drained();
                 }
             },
-        .guest_reset = [&parts] { parts.lifecycle.end({0, "the guest reset the machine"}); },
-        .guest_power_off = [&parts] { parts.lifecycle.end({0, "the guest powered off"}); },
+        .guest_reset =
+            [&parts] {
+                parts.lifecycle.end({0, "the guest reset the machine"});
+            },
+        .guest_power_off =
+            [&parts] {
+                parts.lifecycle.end({0, "the guest powered off"});
+            },
     });
 }
 
@@ -169,15 +175,15 @@ std::unique_ptr<VcpuPool> create_vcpu_pool(Machine::Parts& parts, const boot::Bo
         create_vcpus(parts, boot_info), parts.devices.exit_handler(),
         [&lifecycle](std::uint32_t, kvm::VcpuExit exit) {
             switch (exit) {
-                case kvm::VcpuExit::TripleFault:
-                case kvm::VcpuExit::SystemReset:
-                    lifecycle.end({0, "the guest reset the machine"});
-                    return false;
-                case kvm::VcpuExit::SystemShutdown:
-                    lifecycle.end({0, "the guest powered off"});
-                    return false;
-                default:
-                    return true;
+            case kvm::VcpuExit::TripleFault:
+            case kvm::VcpuExit::SystemReset:
+                lifecycle.end({0, "the guest reset the machine"});
+                return false;
+            case kvm::VcpuExit::SystemShutdown:
+                lifecycle.end({0, "the guest powered off"});
+                return false;
+            default:
+                return true;
             }
         },
         [&lifecycle](std::uint32_t vcpu, const std::exception& error) {
@@ -231,9 +237,9 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     // Disks first, so the guest names them vda, vdb, ... in --disk order.
     for (std::size_t index = 0; index < disks.size(); ++index) {
         std::string serial = virtio::block::BlockDevice::serial_from_path(disks[index].path());
-        parts->devices.add_virtio_device("virtio-blk" + std::to_string(index),
-                                         std::make_shared<virtio::block::BlockDevice>(std::move(disks[index]),
-                                                                                      std::move(serial)));
+        parts->devices.add_virtio_device(
+            "virtio-blk" + std::to_string(index),
+            std::make_shared<virtio::block::BlockDevice>(std::move(disks[index]), std::move(serial)));
     }
     parts->devices.add_virtio_device("virtio-rng0", std::make_shared<virtio::RngDevice>());
     parts->devices.write_firmware_tables(config.cpus);
@@ -248,8 +254,8 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     // may send a command the moment it appears, and every command needs the
     // whole machine.
     parts->commands = std::make_unique<ControlCommands>(RunningMachine{
-        parts->config, parts->lifecycle, *parts->vcpus, parts->devices, parts->loop, parts->serial_output_bytes,
-        memory::GuestMemory::huge_pages_possible(), parts->started});
+        parts->config, parts->lifecycle, *parts->vcpus, parts->devices, parts->loop,
+        parts->serial_output_bytes, memory::GuestMemory::huge_pages_possible(), parts->started});
     if (!config.api_socket.empty()) {
         try {
             parts->control.emplace(parts->loop, config.api_socket, parts->commands->table());
@@ -275,12 +281,14 @@ int Machine::run() {
     parts.loop.add(signals.get(), EPOLLIN, [&](std::uint32_t) {
         signalfd_siginfo info;
         if (::read(signals.get(), &info, sizeof info) == sizeof info) {
-            parts.lifecycle.end({0, std::string("stopped by ") + sigabbrev_np(static_cast<int>(info.ssi_signo))});
+            parts.lifecycle.end(
+                {0, std::string("stopped by ") + sigabbrev_np(static_cast<int>(info.ssi_signo))});
         }
     });
     if (parts.config.serial.kind == config::SerialConfig::Kind::Stdio) {
-        parts.console = std::make_unique<ConsoleInput>(parts.loop, STDIN_FILENO, parts.devices.serial(),
-                                                       [&] { parts.lifecycle.end({0, "stopped from the console"}); });
+        parts.console = std::make_unique<ConsoleInput>(parts.loop, STDIN_FILENO, parts.devices.serial(), [&] {
+            parts.lifecycle.end({0, "stopped from the console"});
+        });
     }
 
     parts.vcpus->start();

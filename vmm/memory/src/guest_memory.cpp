@@ -29,7 +29,8 @@ constexpr std::uint64_t kHugePageSize = 2ull << 20;
 // file is sparse, so what the guest never touches costs nothing. The range
 // lies inside a larger PROT_NONE reservation (appended to `mappings`, which
 // owns it) that makes the alignment possible.
-std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, int fd, std::uint64_t offset, std::uint64_t size) {
+std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, int fd, std::uint64_t offset,
+                         std::uint64_t size) {
     sys::Mapping reservation = sys::Mapping::map("guest RAM reservation", size + kHugePageSize - kPageSize,
                                                  PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     const auto start = reinterpret_cast<std::uintptr_t>(reservation.data());
@@ -79,7 +80,8 @@ bool GuestMemory::huge_pages_possible() {
     std::string line;
     std::getline(setting, line);
     // The bracketed word is the one in force: "always within_size [advise] never deny force".
-    return !line.empty() && line.find("[never]") == std::string::npos && line.find("[deny]") == std::string::npos;
+    return !line.empty() && line.find("[never]") == std::string::npos &&
+           line.find("[deny]") == std::string::npos;
 }
 
 GuestMemory GuestMemory::over(std::vector<Region> regions) {
@@ -94,8 +96,8 @@ void GuestMemory::init_dirty_bitmaps() {
               [](const Region& a, const Region& b) { return a.start < b.start; });
     for (std::size_t i = 1; i < regions_.size(); ++i) {
         if (regions_[i - 1].start + regions_[i - 1].size > regions_[i].start) {
-            throw std::invalid_argument("guest memory regions at " + hex(regions_[i - 1].start) +
-                                        " and " + hex(regions_[i].start) + " overlap");
+            throw std::invalid_argument("guest memory regions at " + hex(regions_[i - 1].start) + " and " +
+                                        hex(regions_[i].start) + " overlap");
         }
     }
     for (const Region& region : regions_) {

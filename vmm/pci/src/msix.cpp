@@ -201,14 +201,14 @@ std::uint64_t Msix::read_table(std::uint64_t offset, std::size_t size) const {
     const Entry& entry = table_[offset / kTableEntrySize];
     const std::uint64_t data_and_control = entry.message.data | std::uint64_t{entry.control} << 32;
     switch (offset % kTableEntrySize) {
-        case 0:
-            return size == 8 ? entry.message.address : entry.message.address & 0xffffffff;
-        case 4:
-            return entry.message.address >> 32;
-        case 8:
-            return size == 8 ? data_and_control : entry.message.data;
-        default:
-            return entry.control;
+    case 0:
+        return size == 8 ? entry.message.address : entry.message.address & 0xffffffff;
+    case 4:
+        return entry.message.address >> 32;
+    case 8:
+        return size == 8 ? data_and_control : entry.message.data;
+    default:
+        return entry.control;
     }
 }
 
@@ -219,21 +219,21 @@ void Msix::write_table(std::uint64_t offset, std::size_t size, std::uint64_t val
     const auto high = static_cast<std::uint32_t>(value >> 32);
     // Only the mask bit of vector control is writable; the rest is reserved.
     switch (offset % kTableEntrySize) {
-        case 0:
-            entry.message.address = size == 8 ? value : (entry.message.address & ~0xffffffffull) | low;
-            break;
-        case 4:
-            entry.message.address = (entry.message.address & 0xffffffff) | std::uint64_t{low} << 32;
-            break;
-        case 8:
-            entry.message.data = low;
-            if (size == 8) {
-                entry.control = high & kEntryMasked;
-            }
-            break;
-        default:
-            entry.control = low & kEntryMasked;
-            break;
+    case 0:
+        entry.message.address = size == 8 ? value : (entry.message.address & ~0xffffffffull) | low;
+        break;
+    case 4:
+        entry.message.address = (entry.message.address & 0xffffffff) | std::uint64_t{low} << 32;
+        break;
+    case 8:
+        entry.message.data = low;
+        if (size == 8) {
+            entry.control = high & kEntryMasked;
+        }
+        break;
+    default:
+        entry.control = low & kEntryMasked;
+        break;
     }
     refresh(vector);
 }

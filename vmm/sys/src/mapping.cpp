@@ -17,8 +17,7 @@ Mapping& Mapping::operator=(Mapping&& other) noexcept {
 
 Mapping::~Mapping() { unmap(); }
 
-Mapping Mapping::map(const char* what, std::size_t size, int protection, int flags, int fd,
-                     long offset) {
+Mapping Mapping::map(const char* what, std::size_t size, int protection, int flags, int fd, long offset) {
     void* address = ::mmap(nullptr, size, protection, flags, fd, offset);
     if (address == MAP_FAILED) {
         throw_errno(std::string("mmap ") + what);

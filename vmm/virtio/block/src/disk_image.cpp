@@ -17,7 +17,7 @@ namespace {
 constexpr std::uint32_t kSectorSize = 512;
 
 std::uint32_t direct_io_alignment(int fd) {
-    struct statx status{};
+    struct statx status {};
     if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &status) != 0 || !(status.stx_mask & STATX_DIOALIGN)) {
         return kSectorSize;  // kernels before 6.1 do not say; 512 is what block devices take at least
     }
@@ -41,7 +41,7 @@ DiskImage DiskImage::open(const std::string& path, DiskOptions options) {
     DiskImage image(path, options, std::move(opened));
     const int fd = image.fd();
 
-    struct stat status{};
+    struct stat status {};
     if (::fstat(fd, &status) != 0) {
         sys::throw_errno(disk + ": fstat");
     }

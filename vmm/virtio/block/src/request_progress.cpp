@@ -20,8 +20,8 @@ constexpr std::uint64_t kZeroChunk = 1 << 20;
 // Reads as zeroes and costs no memory: every page is the kernel's shared zero page. Page-aligned,
 // so O_DIRECT takes it too.
 const iovec& zero_chunk() {
-    static const sys::Mapping mapping = sys::Mapping::map(
-        "zero chunk for WriteZeroes", kZeroChunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    static const sys::Mapping mapping = sys::Mapping::map("zero chunk for WriteZeroes", kZeroChunk, PROT_READ,
+                                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     static const iovec chunk{mapping.data(), kZeroChunk};
     return chunk;
 }
@@ -74,10 +74,8 @@ SystemCall RequestProgress::next_call() {
         iovecs_.assign(1, zero_chunk());
         iovecs_[0].iov_len = std::min(remaining_, kZeroChunk);
         first_iovec_ = 0;
-        return {.kind = SystemCall::Kind::Writev,
-                .offset = offset_,
-                .iovecs = iovecs_.data(),
-                .iovec_count = 1};
+        return {
+            .kind = SystemCall::Kind::Writev, .offset = offset_, .iovecs = iovecs_.data(), .iovec_count = 1};
     }
     throw std::logic_error("block request: operation " + std::to_string(static_cast<int>(operation_)));
 }

@@ -106,9 +106,9 @@ pci::DeviceIdentity identity_of(const VirtioDevice& device) {
 
 }  // namespace
 
-PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> device, memory::GuestMemory& memory,
-                           sys::EventLoop& loop, kvm::Vm& vm, std::unique_ptr<devices::MsiVectors> vectors,
-                           devices::InterruptLine& intx_line)
+PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> device,
+                           memory::GuestMemory& memory, sys::EventLoop& loop, kvm::Vm& vm,
+                           std::unique_ptr<devices::MsiVectors> vectors, devices::InterruptLine& intx_line)
     : name_(std::move(name)),
       device_(std::move(device)),
       memory_(memory),
@@ -125,8 +125,10 @@ PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> devic
                                     std::to_string(sizes.size()) + " queues");
     }
     if (kNotifyOffset + sizes.size() * kNotifyOffsetMultiplier > kMsixTableOffset ||
-        kMsixTableOffset + msix_.table_size() > kMsixPbaOffset || kMsixPbaOffset + msix_.pba_size() > kBarSize) {
-        throw std::invalid_argument(name_ + ": " + std::to_string(sizes.size()) + " queues do not fit in the BAR");
+        kMsixTableOffset + msix_.table_size() > kMsixPbaOffset ||
+        kMsixPbaOffset + msix_.pba_size() > kBarSize) {
+        throw std::invalid_argument(name_ + ": " + std::to_string(sizes.size()) +
+                                    " queues do not fit in the BAR");
     }
     for (std::size_t index = 0; index < sizes.size(); ++index) {
         queues_.emplace_back(name_ + " queue " + std::to_string(index), sizes[index]);
@@ -143,7 +145,8 @@ PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> devic
     config_.add_capability(
         pci::kCapabilityVendorSpecific,
         virtio_capability(kCapNotifyConfig, kNotifyOffset,
-                          static_cast<std::uint32_t>(sizes.size() * kNotifyOffsetMultiplier), kNotifyOffsetMultiplier));
+                          static_cast<std::uint32_t>(sizes.size() * kNotifyOffsetMultiplier),
+                          kNotifyOffsetMultiplier));
     msix_.add_capability(config_, {0, kMsixTableOffset}, {0, kMsixPbaOffset});
 }
 
@@ -214,27 +217,57 @@ std::uint64_t PciTransport::read_common(std::uint64_t offset, std::size_t size) 
     const Queue* queue = queue_select_ < queues_.size() ? &queues_[queue_select_] : nullptr;
     std::uint64_t value = 0;
     switch (field->offset) {
-        case kDeviceFeatureSelect: value = device_feature_select_; break;
-        case kDeviceFeature:
-            value = device_feature_select_ < 2 ? (offered_features_ >> (32 * device_feature_select_)) & 0xffffffff : 0;
-            break;
-        case kDriverFeatureSelect: value = driver_feature_select_; break;
-        case kDriverFeature:
-            value = driver_feature_select_ < 2 ? (driver_features_ >> (32 * driver_feature_select_)) & 0xffffffff : 0;
-            break;
-        case kConfigMsixVector: value = config_vector_; break;
-        case kNumQueues: value = queues_.size(); break;
-        case kDeviceStatus: value = status_; break;
-        case kConfigGeneration: value = config_generation_; break;
-        case kQueueSelect: value = queue_select_; break;
-        // A queue past num_queues reads size 0: it does not exist (spec 4.1.4.3.2).
-        case kQueueSize: value = queue ? queue->state().size : 0; break;
-        case kQueueMsixVector: value = queue ? queue_vectors_[queue_select_] : kNoVector; break;
-        case kQueueEnable: value = queue && queue->ready() ? 1 : 0; break;
-        case kQueueNotifyOff: value = queue_select_; break;
-        case kQueueDesc: value = queue ? queue->state().descriptor_table : 0; break;
-        case kQueueDriver: value = queue ? queue->state().avail_ring : 0; break;
-        case kQueueDevice: value = queue ? queue->state().used_ring : 0; break;
+    case kDeviceFeatureSelect:
+        value = device_feature_select_;
+        break;
+    case kDeviceFeature:
+        value = device_feature_select_ < 2 ? (offered_features_ >> (32 * device_feature_select_)) & 0xffffffff
+                                           : 0;
+        break;
+    case kDriverFeatureSelect:
+        value = driver_feature_select_;
+        break;
+    case kDriverFeature:
+        value =
+            driver_feature_select_ < 2 ? (driver_features_ >> (32 * driver_feature_select_)) & 0xffffffff : 0;
+        break;
+    case kConfigMsixVector:
+        value = config_vector_;
+        break;
+    case kNumQueues:
+        value = queues_.size();
+        break;
+    case kDeviceStatus:
+        value = status_;
+        break;
+    case kConfigGeneration:
+        value = config_generation_;
+        break;
+    case kQueueSelect:
+        value = queue_select_;
+        break;
+    // A queue past num_queues reads size 0: it does not exist (spec 4.1.4.3.2).
+    case kQueueSize:
+        value = queue ? queue->state().size : 0;
+        break;
+    case kQueueMsixVector:
+        value = queue ? queue_vectors_[queue_select_] : kNoVector;
+        break;
+    case kQueueEnable:
+        value = queue && queue->ready() ? 1 : 0;
+        break;
+    case kQueueNotifyOff:
+        value = queue_select_;
+        break;
+    case kQueueDesc:
+        value = queue ? queue->state().descriptor_table : 0;
+        break;
+    case kQueueDriver:
+        value = queue ? queue->state().avail_ring : 0;
+        break;
+    case kQueueDevice:
+        value = queue ? queue->state().used_ring : 0;
+        break;
     }
     return (value >> shift) & mask;
 }
@@ -246,7 +279,8 @@ void PciTransport::write_common(std::uint64_t offset, std::size_t size, std::uin
     }
     // A partial write merges into the field (64-bit addresses come as two dwords).
     const unsigned shift = static_cast<unsigned>(offset - field->offset) * 8;
-    const std::uint64_t mask = size == 8 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (size * 8)) - 1) << shift;
+    const std::uint64_t mask =
+        size == 8 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (size * 8)) - 1) << shift;
     auto merged = [&](std::uint64_t old) { return (old & ~mask) | ((value << shift) & mask); };
     if (field->offset == kDeviceStatus) {
         write_status(static_cast<std::uint8_t>(value));
@@ -257,49 +291,58 @@ void PciTransport::write_common(std::uint64_t offset, std::size_t size, std::uin
     const bool queues_locked = active_ || reset_pending_;
     Queue* queue = queue_select_ < queues_.size() && !queues_locked ? &queues_[queue_select_] : nullptr;
     switch (field->offset) {
-        case kDeviceFeatureSelect: device_feature_select_ = static_cast<std::uint32_t>(merged(device_feature_select_)); break;
-        case kDriverFeatureSelect: driver_feature_select_ = static_cast<std::uint32_t>(merged(driver_feature_select_)); break;
-        case kDriverFeature:
-            // Features are fixed once FEATURES_OK is set (spec 3.1.1).
-            if (driver_feature_select_ < 2 && !(status_ & kStatusFeaturesOk)) {
-                const unsigned half = 32 * driver_feature_select_;
-                const std::uint64_t word = merged((driver_features_ >> half) & 0xffffffff) & 0xffffffff;
-                driver_features_ = (driver_features_ & ~(std::uint64_t{0xffffffff} << half)) | (word << half);
-            }
-            break;
-        case kConfigMsixVector: config_vector_ = checked_vector(merged(config_vector_)); break;
-        case kQueueSelect: queue_select_ = static_cast<std::uint16_t>(merged(queue_select_)); break;
-        case kQueueSize:
-            if (queue) {
-                queue->set_size(static_cast<std::uint16_t>(merged(queue->state().size)));
-            }
-            break;
-        case kQueueMsixVector:
-            if (queue_select_ < queues_.size()) {
-                queue_vectors_[queue_select_] = checked_vector(merged(queue_vectors_[queue_select_]));
-            }
-            break;
-        case kQueueEnable:
-            if (queue && (merged(0) & 1)) {
-                enable_queue(*queue);
-            }
-            break;
-        case kQueueDesc:
-            if (queue) {
-                queue->set_descriptor_table(merged(queue->state().descriptor_table));
-            }
-            break;
-        case kQueueDriver:
-            if (queue) {
-                queue->set_avail_ring(merged(queue->state().avail_ring));
-            }
-            break;
-        case kQueueDevice:
-            if (queue) {
-                queue->set_used_ring(merged(queue->state().used_ring));
-            }
-            break;
-        default: break;  // read-only
+    case kDeviceFeatureSelect:
+        device_feature_select_ = static_cast<std::uint32_t>(merged(device_feature_select_));
+        break;
+    case kDriverFeatureSelect:
+        driver_feature_select_ = static_cast<std::uint32_t>(merged(driver_feature_select_));
+        break;
+    case kDriverFeature:
+        // Features are fixed once FEATURES_OK is set (spec 3.1.1).
+        if (driver_feature_select_ < 2 && !(status_ & kStatusFeaturesOk)) {
+            const unsigned half = 32 * driver_feature_select_;
+            const std::uint64_t word = merged((driver_features_ >> half) & 0xffffffff) & 0xffffffff;
+            driver_features_ = (driver_features_ & ~(std::uint64_t{0xffffffff} << half)) | (word << half);
+        }
+        break;
+    case kConfigMsixVector:
+        config_vector_ = checked_vector(merged(config_vector_));
+        break;
+    case kQueueSelect:
+        queue_select_ = static_cast<std::uint16_t>(merged(queue_select_));
+        break;
+    case kQueueSize:
+        if (queue) {
+            queue->set_size(static_cast<std::uint16_t>(merged(queue->state().size)));
+        }
+        break;
+    case kQueueMsixVector:
+        if (queue_select_ < queues_.size()) {
+            queue_vectors_[queue_select_] = checked_vector(merged(queue_vectors_[queue_select_]));
+        }
+        break;
+    case kQueueEnable:
+        if (queue && (merged(0) & 1)) {
+            enable_queue(*queue);
+        }
+        break;
+    case kQueueDesc:
+        if (queue) {
+            queue->set_descriptor_table(merged(queue->state().descriptor_table));
+        }
+        break;
+    case kQueueDriver:
+        if (queue) {
+            queue->set_avail_ring(merged(queue->state().avail_ring));
+        }
+        break;
+    case kQueueDevice:
+        if (queue) {
+            queue->set_used_ring(merged(queue->state().used_ring));
+        }
+        break;
+    default:
+        break;  // read-only
     }
 }
 
@@ -348,7 +391,8 @@ void PciTransport::write_status(std::uint8_t status) {
             queue.set_event_idx((driver_features_ & feature_bit(kFeatureRingEventIdx)) != 0);
         }
     }
-    if ((added & kStatusDriverOk) && (status_ & kStatusFeaturesOk) && !(status_ & kStatusNeedsReset) && !active_) {
+    if ((added & kStatusDriverOk) && (status_ & kStatusFeaturesOk) && !(status_ & kStatusNeedsReset) &&
+        !active_) {
         active_ = true;
         const std::uint64_t features = driver_features_;
         loop_.post([this, features] {
@@ -416,7 +460,8 @@ void PciTransport::needs_reset() {
 
 void PciTransport::register_notifications(std::uint64_t bar_address) {
     for (std::size_t index = 0; index < notifications_.size(); ++index) {
-        vm_.register_ioevent({kvm::IoEvent::Space::Mmio, bar_address + kNotifyOffset + index * kNotifyOffsetMultiplier,
+        vm_.register_ioevent({kvm::IoEvent::Space::Mmio,
+                              bar_address + kNotifyOffset + index * kNotifyOffsetMultiplier,
                               /*length=*/2, notifications_[index]->get()});
     }
     notify_base_ = bar_address;

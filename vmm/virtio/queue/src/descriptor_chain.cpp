@@ -38,13 +38,9 @@ std::uint64_t for_each_part(const std::vector<GuestBuffer>& buffers, std::uint64
 
 }  // namespace
 
-std::uint64_t DescriptorChain::readable_length() const noexcept {
-    return total_length(readable);
-}
+std::uint64_t DescriptorChain::readable_length() const noexcept { return total_length(readable); }
 
-std::uint64_t DescriptorChain::writable_length() const noexcept {
-    return total_length(writable);
-}
+std::uint64_t DescriptorChain::writable_length() const noexcept { return total_length(writable); }
 
 std::vector<iovec> DescriptorChain::readable_iovecs(const memory::GuestMemory& memory) const {
     std::vector<iovec> iovecs;

@@ -28,9 +28,7 @@ const Region* region_holding(const GuestMemory& memory, GuestAddress address, st
     return nullptr;
 }
 
-std::string range(GuestAddress address, std::uint64_t length) {
-    return hex(address) + "+" + hex(length);
-}
+std::string range(GuestAddress address, std::uint64_t length) { return hex(address) + "+" + hex(length); }
 
 }  // namespace
 

@@ -67,9 +67,7 @@ void RngDevice::reset() {
     }
 }
 
-void RngDevice::stop_serving() {
-    active_->loop.remove(active_->notifications[kRequestQueue]);
-}
+void RngDevice::stop_serving() { active_->loop.remove(active_->notifications[kRequestQueue]); }
 
 void RngDevice::serve_notification() {
     const int notification = active_->notifications[kRequestQueue];
@@ -142,8 +140,8 @@ std::uint32_t RngDevice::fill_with_random(const DescriptorChain& chain, memory::
         ++errors_;
         return 0;
     }
-    const auto wanted = static_cast<std::size_t>(
-        std::min<std::uint64_t>(chain.writable_length(), kMaxBytesPerRequest));
+    const auto wanted =
+        static_cast<std::size_t>(std::min<std::uint64_t>(chain.writable_length(), kMaxBytesPerRequest));
     const std::span<std::uint8_t> random = std::span(random_bytes_).first(wanted);
     const std::size_t got = read_random(random);
     if (got < wanted) {

@@ -28,9 +28,9 @@ struct SetupHeader {
     std::uint32_t kernel_alignment;
     bool relocatable;
     std::uint64_t pref_address;
-    std::uint32_t init_size;         // memory the kernel needs from its runtime start
-    std::uint32_t initrd_addr_max;   // highest address the initrd may occupy
-    std::uint32_t cmdline_size;      // longest command line, without its NUL
+    std::uint32_t init_size;        // memory the kernel needs from its runtime start
+    std::uint32_t initrd_addr_max;  // highest address the initrd may occupy
+    std::uint32_t cmdline_size;     // longest command line, without its NUL
 };
 
 class BzImage {

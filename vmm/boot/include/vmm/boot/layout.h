@@ -9,14 +9,14 @@ namespace vmm::boot::layout {
 // Low memory, all below 1 MiB.
 inline constexpr std::uint64_t kGdtAddress = 0x500;
 inline constexpr std::uint64_t kIdtAddress = 0x520;
-inline constexpr std::uint64_t kBootParamsAddress = 0x7000;   // the "zero page"
-inline constexpr std::uint64_t kPml4Address = 0x9000;         // identity-mapping page tables
+inline constexpr std::uint64_t kBootParamsAddress = 0x7000;  // the "zero page"
+inline constexpr std::uint64_t kPml4Address = 0x9000;        // identity-mapping page tables
 inline constexpr std::uint64_t kPdptAddress = 0xa000;
-inline constexpr std::uint64_t kPdAddress = 0xb000;           // 4 pages: 4 GiB of 2 MiB pages
+inline constexpr std::uint64_t kPdAddress = 0xb000;  // 4 pages: 4 GiB of 2 MiB pages
 inline constexpr std::uint64_t kBootStackTop = 0x8ff0;
 inline constexpr std::uint64_t kCmdlineAddress = 0x20000;
 inline constexpr std::uint64_t kCmdlineMaxSize = 0x10000;
-inline constexpr std::uint64_t kEbdaStart = 0x9fc00;          // RAM ends here below 640 KiB
+inline constexpr std::uint64_t kEbdaStart = 0x9fc00;  // RAM ends here below 640 KiB
 // The MP floating pointer sits where Linux looks second (the last KiB below
 // 640 KiB, after the first KiB), so its scan ends at once. Linux scans on
 // every boot, ACPI or not, and remaps the rest of the region at each 16-byte
@@ -60,8 +60,8 @@ inline constexpr std::uint32_t kPciIntxGsiCount = 8;
 inline constexpr std::uint32_t kPciMaxSlots = 32;
 
 // Ports of the ACPI fixed hardware the VMM emulates (FADT points at them).
-inline constexpr std::uint16_t kAcpiPm1EventPort = 0x600;     // 4 bytes: status, enable
-inline constexpr std::uint16_t kAcpiPm1ControlPort = 0x604;   // 2 bytes
+inline constexpr std::uint16_t kAcpiPm1EventPort = 0x600;    // 4 bytes: status, enable
+inline constexpr std::uint16_t kAcpiPm1ControlPort = 0x604;  // 2 bytes
 inline constexpr std::uint8_t kAcpiSciIrq = 9;
 // SLP_TYP value that DSDT's \_S5 advertises and the PM1 control block treats as "off".
 inline constexpr std::uint8_t kAcpiS5SleepType = 5;

@@ -22,7 +22,7 @@ struct BootInfo {
     // End of the memory the kernel occupies: for a bzImage, all it needs
     // while it decompresses itself; for an ELF kernel, its last segment.
     std::uint64_t kernel_end;
-    std::uint64_t initrd_address;       // both 0 without an initrd
+    std::uint64_t initrd_address;  // both 0 without an initrd
     std::uint64_t initrd_size;
 };
 
@@ -34,8 +34,8 @@ BootInfo load_linux(memory::GuestMemory& memory, const std::string& kernel_path,
                     const std::string& initrd_path, const std::string& cmdline);
 
 // As above, from bytes already in memory; an empty `initrd` means none.
-BootInfo load_linux(memory::GuestMemory& memory, const BzImage& kernel,
-                    std::span<const std::uint8_t> initrd, std::string_view cmdline);
+BootInfo load_linux(memory::GuestMemory& memory, const BzImage& kernel, std::span<const std::uint8_t> initrd,
+                    std::string_view cmdline);
 // `file` is the ELF file `kernel` was parsed from.
 BootInfo load_linux(memory::GuestMemory& memory, const ElfKernel& kernel, std::span<const std::uint8_t> file,
                     std::span<const std::uint8_t> initrd, std::string_view cmdline);
@@ -44,7 +44,7 @@ BootInfo load_linux(memory::GuestMemory& memory, const ElfKernel& kernel, std::s
 // `initrd_size` bytes that lies at or above `kernel_end`, occupies no address
 // above `initrd_addr_max` (the header's inclusive limit) and ends by
 // `ram_end_below_4g`. Throws std::invalid_argument when there is none.
-std::uint64_t place_initrd(std::uint64_t initrd_size, std::uint64_t kernel_end,
-                           std::uint64_t initrd_addr_max, std::uint64_t ram_end_below_4g);
+std::uint64_t place_initrd(std::uint64_t initrd_size, std::uint64_t kernel_end, std::uint64_t initrd_addr_max,
+                           std::uint64_t ram_end_below_4g);
 
 }  // namespace vmm::boot

@@ -39,8 +39,8 @@ public:
     static constexpr std::uint16_t kDataOffset = 1;
     static constexpr std::uint16_t kPortSpan = 2;
 
-    explicit Cmos(MemorySize memory,
-                  Clock clock = [] { return std::chrono::system_clock::now(); });
+    explicit Cmos(
+        MemorySize memory, Clock clock = [] { return std::chrono::system_clock::now(); });
 
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;

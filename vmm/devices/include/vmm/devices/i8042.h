@@ -41,8 +41,7 @@ public:
     // `keyboard_interrupt` is IRQ 1 and `aux_interrupt` IRQ 12. `on_reset` is
     // called on the vCPU thread, without the controller's lock held, when the
     // guest pulses the CPU reset line.
-    I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt,
-          std::function<void()> on_reset);
+    I8042(InterruptLine& keyboard_interrupt, InterruptLine& aux_interrupt, std::function<void()> on_reset);
 
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;

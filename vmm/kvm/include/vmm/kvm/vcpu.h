@@ -22,7 +22,7 @@ enum class VcpuExit {
     TripleFault,     // KVM_EXIT_SHUTDOWN: the CPU would reset
     SystemShutdown,  // KVM_SYSTEM_EVENT_SHUTDOWN (e.g. PSCI; not on x86 today)
     SystemReset,
-    Interrupted,     // a signal or set_immediate_exit() kicked the vCPU out
+    Interrupted,  // a signal or set_immediate_exit() kicked the vCPU out
 };
 
 std::string_view describe(VcpuExit exit);

@@ -6,11 +6,10 @@
 // tests drive a device with a fake interrupt and a plain buffer for RAM.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "vmm/memory/guest_memory.h"
 #include "vmm/sys/event_loop.h"

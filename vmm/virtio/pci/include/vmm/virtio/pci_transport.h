@@ -5,11 +5,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "vmm/devices/interrupts.h"
 #include "vmm/kvm/vm.h"
@@ -69,7 +68,8 @@ public:
     void write_config(std::size_t index, std::size_t offset, std::span<const std::uint8_t> data) override;
     void read_bar(std::size_t bar, std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write_bar(std::size_t bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
-    void bar_moved(std::size_t bar, std::optional<std::uint64_t> from, std::optional<std::uint64_t> to) override;
+    void bar_moved(std::size_t bar, std::optional<std::uint64_t> from,
+                   std::optional<std::uint64_t> to) override;
 
     const std::string& name() const { return name_; }
     // The device's counters and the transport's state (status, interrupts).
@@ -119,9 +119,9 @@ private:
     std::vector<std::unique_ptr<sys::EventFd>> notifications_;
     std::vector<int> notification_fds_;
     std::optional<std::uint64_t> notify_base_;  // where the ioeventfds are registered
-    bool active_ = false;           // the device has been (or is being) activated
-    bool reset_pending_ = false;    // status 0 written; the loop has not finished the reset
-    std::uint8_t isr_ = 0;          // bit 0: used buffers, bit 1: configuration change
+    bool active_ = false;                       // the device has been (or is being) activated
+    bool reset_pending_ = false;                // status 0 written; the loop has not finished the reset
+    std::uint8_t isr_ = 0;                      // bit 0: used buffers, bit 1: configuration change
 
     std::atomic<std::uint64_t> interrupts_ = 0;
     std::atomic<std::uint64_t> resets_ = 0;
