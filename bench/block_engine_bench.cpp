@@ -87,7 +87,7 @@ private:
 };
 
 std::string filesystem_label(const std::string& path) {
-    struct statfs info{};
+    struct statfs info {};
     const std::string directory = path.substr(0, path.rfind('/') + 1);
     if (::statfs(directory.c_str(), &info) != 0) {
         return "file";
@@ -107,7 +107,8 @@ void create_file(const std::string& path, std::uint64_t size) {
         for (auto& word : chunk) {
             word = random.next();
         }
-        const std::size_t length = std::min<std::uint64_t>(chunk.size() * sizeof(std::uint64_t), size - offset);
+        const std::size_t length =
+            std::min<std::uint64_t>(chunk.size() * sizeof(std::uint64_t), size - offset);
         const ssize_t written = ::pwrite(fd.get(), chunk.data(), length, static_cast<off_t>(offset));
         if (written != static_cast<ssize_t>(length)) {
             vmm::sys::throw_errno("write " + path);
@@ -141,8 +142,9 @@ void run_job(benchmark::State& state, const BenchFile& file, const Job& job, con
                                                   ? block::make_io_uring_engine(image.fd(), job.queue_depth)
                                                   : block::make_sync_engine(image.fd(), job.queue_depth);
     // One page-aligned buffer per slot, faulted in now rather than during the run.
-    const auto buffers = vmm::sys::Mapping::map("bench buffers", std::size_t{job.block_size} * job.queue_depth,
-                                                PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE);
+    const auto buffers =
+        vmm::sys::Mapping::map("bench buffers", std::size_t{job.block_size} * job.queue_depth,
+                               PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE);
     std::memset(buffers.data(), 0x6b, buffers.size());
 
     Random random;
@@ -154,8 +156,10 @@ void run_job(benchmark::State& state, const BenchFile& file, const Job& job, con
             block_index = random.next() % blocks;
         }
         segments[slot] = {buffers.data() + slot * job.block_size, job.block_size};
-        const bool queued = engine->enqueue({.operation = job.operation, .offset = block_index * job.block_size,
-                                             .iovecs = {&segments[slot], 1}, .user_data = slot});
+        const bool queued = engine->enqueue({.operation = job.operation,
+                                             .offset = block_index * job.block_size,
+                                             .iovecs = {&segments[slot], 1},
+                                             .user_data = slot});
         if (!queued) {
             throw std::logic_error("enqueue refused below the queue depth");
         }
@@ -246,7 +250,8 @@ Settings parse_settings(int& argc, char** argv) {
     }
     argc = kept;
     if (!files_given) {
-        settings.files = {{"tmpfs", "/dev/shm/vim-block-bench.img"}, {"disk", "/var/tmp/vim-block-bench.img"}};
+        settings.files = {{"tmpfs", "/dev/shm/vim-block-bench.img"},
+                          {"disk", "/var/tmp/vim-block-bench.img"}};
     }
     return settings;
 }

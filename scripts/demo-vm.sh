@@ -3,7 +3,8 @@
 # there). Boots Debian's own kernel in our vmm with 2 vCPUs, drives it over
 # its control socket (status, pause, resume, graceful shutdown), then boots it
 # again, as the bzImage and unpacked, to show what the guest sees of its
-# machine and how soon its /init runs.
+# machine and how soon its /init runs, and once more with a virtio disk that
+# the guest formats and writes and the host then reads.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$root/build/release
@@ -84,3 +85,15 @@ echo "== boot again, 4 vCPUs and 512 MiB: what the guest sees"
 boot_report "$kernel"
 echo "== the same kernel unpacked once by unpack-kernel: no decompression in the guest"
 boot_report "$build/tests/guest/vmlinux"
+
+echo "== a 64 MiB virtio disk: the guest makes an ext4 filesystem on /dev/vda and writes a file"
+disk=$work/disk.raw
+truncate -s 64M "$disk"
+"$build/vmm/vmm" --kernel "$kernel" --initrd "$initrd" --cpus 2 --memory 256M \
+    --cmdline "console=ttyS0 reboot=k panic=1 quiet guest.mode=disk" --disk "path=$disk" \
+    --serial "file=$console" --api-socket "$socket" &
+vmm=$!
+wait_for "VIM-GUEST-DISK-DONE"
+status=0; wait "$vmm" || status=$?
+echo "   vmm exited with $status; on the host, e2fsck -fn says: $(e2fsck -fn "$disk" 2>&1 | tail -n 1)"
+echo "   and /hello.txt in the image reads: $(debugfs -R 'cat /hello.txt' "$disk" 2>/dev/null)"
