@@ -27,6 +27,7 @@
 #include "block_test_support.h"
 #include "request_bytes.h"
 #include "vim/testing/guest_ram.h"
+#include "vim/testing/loop_steps.h"
 #include "vim/testing/virtio_driver.h"
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
@@ -49,7 +50,10 @@ using testing::ScratchMount;
 using testing::segment_bytes;
 using testing::TempDir;
 using testing::write_file;
+using vim::testing::after_turns;
 using vim::testing::DriverBuffer;
+using vim::testing::LoopStep;
+using vim::testing::run_loop_steps;
 using vim::testing::VirtqueueDriver;
 using Bytes = std::vector<std::uint8_t>;
 
@@ -132,19 +136,6 @@ private:
     std::unique_ptr<IoEngine> engine_;
     EngineHooks& hooks_;
 };
-
-// One step of a test on the loop: `action` runs on the loop's thread, then
-// the loop turns until `until` holds.
-struct LoopStep {
-    std::function<void()> action;
-    std::function<bool()> until;
-};
-
-// Holds once the loop has turned `count` times: long enough for anything
-// signalled before to have been served, were anyone watching.
-std::function<bool()> after_turns(int count) {
-    return [count]() mutable { return count-- == 0; };
-}
 
 // A request's buffers as the driver offered them.
 struct Offered {
@@ -244,37 +235,7 @@ protected:
     std::uint8_t status_of(const Offered& offered) const { return driver.contents(offered.status)[0]; }
     Bytes data_of(const Offered& offered) const { return driver.contents(offered.data); }
 
-    // Runs the loop on this thread through `steps`, checking each condition
-    // between the loop's turns. The loop runs once: a stopped EventLoop stays
-    // stopped.
-    void run_loop(std::vector<LoopStep> steps) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        std::size_t current = 0;
-        bool action_done = false;
-        std::function<void()> turn = [&] {
-            while (current < steps.size()) {
-                if (!action_done) {
-                    steps[current].action();
-                    action_done = true;
-                }
-                if (!steps[current].until()) {
-                    break;
-                }
-                ++current;
-                action_done = false;
-            }
-            if (current == steps.size()) {
-                loop.stop();
-            } else if (std::chrono::steady_clock::now() > deadline) {
-                ADD_FAILURE() << "step " << current << " of the loop never finished";
-                loop.stop();
-            } else {
-                loop.post(turn);
-            }
-        };
-        loop.post(turn);
-        loop.run();
-    }
+    void run_loop(std::vector<LoopStep> steps) { run_loop_steps(loop, std::move(steps)); }
 
     // A step that offers requests, notifies, and waits for used.idx to reach `used_idx`.
     LoopStep requests(std::function<void()> offer_requests, std::uint16_t used_idx) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "vim/testing/guest_ram.h"
+#include "vim/testing/loop_steps.h"
 #include "vim/testing/virtio_driver.h"
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
@@ -24,7 +25,10 @@ namespace vmm::virtio {
 namespace {
 
 using ::testing::ElementsAre;
+using vim::testing::after_turns;
 using vim::testing::DriverBuffer;
+using vim::testing::LoopStep;
+using vim::testing::run_loop_steps;
 using vim::testing::VirtqueueDriver;
 
 class RecordingInterrupt : public DeviceInterrupt {
@@ -46,20 +50,6 @@ bool all_equal_to(const std::vector<std::uint8_t>& bytes, std::uint8_t value) {
 // all zero.
 bool looks_random(const std::vector<std::uint8_t>& bytes) {
     return !all_equal_to(bytes, 0) && !all_equal_to(bytes, VirtqueueDriver::kUnwrittenByte);
-}
-
-// One step of a test on the loop: `action` runs on the loop's thread, then
-// the loop turns until `until` holds.
-struct LoopStep {
-    std::function<void()> action;
-    std::function<bool()> until;
-};
-
-// A condition that holds once the loop has turned `count` times: long enough
-// for a notification signalled before to have been served, were anyone
-// watching it.
-std::function<bool()> after_turns(int count) {
-    return [count]() mutable { return count-- == 0; };
 }
 
 class RngDeviceTest : public ::testing::Test {
@@ -95,37 +85,7 @@ protected:
         return buffer;
     }
 
-    // Runs the loop on this thread through `steps`, checking each condition
-    // between the loop's turns. The loop runs once: a stopped EventLoop stays
-    // stopped.
-    void run_loop(std::vector<LoopStep> steps) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        std::size_t current = 0;
-        bool action_done = false;
-        std::function<void()> turn = [&] {
-            while (current < steps.size()) {
-                if (!action_done) {
-                    steps[current].action();
-                    action_done = true;
-                }
-                if (!steps[current].until()) {
-                    break;
-                }
-                ++current;
-                action_done = false;
-            }
-            if (current == steps.size()) {
-                loop.stop();
-            } else if (std::chrono::steady_clock::now() > deadline) {
-                ADD_FAILURE() << "step " << current << " of the loop never finished";
-                loop.stop();
-            } else {
-                loop.post(turn);
-            }
-        };
-        loop.post(turn);
-        loop.run();
-    }
+    void run_loop(std::vector<LoopStep> steps) { run_loop_steps(loop, std::move(steps)); }
 
     // Signals the queue's notification and runs the loop until `done`.
     void notify_and_run_until(std::function<bool()> done) {
