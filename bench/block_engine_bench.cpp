@@ -40,7 +40,7 @@
 
 namespace {
 
-namespace block = vmm::virtio::block;
+namespace block = vim::vmm::virtio::block;
 
 struct Job {
     const char* name;
@@ -97,9 +97,9 @@ std::string filesystem_label(const std::string& path) {
 
 // Creates `path` with `size` bytes of data (not holes: reading holes costs the disk nothing).
 void create_file(const std::string& path, std::uint64_t size) {
-    vmm::sys::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    vim::vmm::sys::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd) {
-        vmm::sys::throw_errno("create " + path);
+        vim::vmm::sys::throw_errno("create " + path);
     }
     std::vector<std::uint64_t> chunk((1 << 20) / sizeof(std::uint64_t));
     Random random;
@@ -111,11 +111,11 @@ void create_file(const std::string& path, std::uint64_t size) {
             std::min<std::uint64_t>(chunk.size() * sizeof(std::uint64_t), size - offset);
         const ssize_t written = ::pwrite(fd.get(), chunk.data(), length, static_cast<off_t>(offset));
         if (written != static_cast<ssize_t>(length)) {
-            vmm::sys::throw_errno("write " + path);
+            vim::vmm::sys::throw_errno("write " + path);
         }
     }
     if (::fsync(fd.get()) != 0) {
-        vmm::sys::throw_errno("fsync " + path);
+        vim::vmm::sys::throw_errno("fsync " + path);
     }
 }
 
@@ -143,8 +143,8 @@ void run_job(benchmark::State& state, const BenchFile& file, const Job& job, con
                                                   : block::make_sync_engine(image.fd(), job.queue_depth);
     // One page-aligned buffer per slot, faulted in now rather than during the run.
     const auto buffers =
-        vmm::sys::Mapping::map("bench buffers", std::size_t{job.block_size} * job.queue_depth,
-                               PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE);
+        vim::vmm::sys::Mapping::map("bench buffers", std::size_t{job.block_size} * job.queue_depth,
+                                    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE);
     std::memset(buffers.data(), 0x6b, buffers.size());
 
     Random random;

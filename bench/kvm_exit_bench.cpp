@@ -10,9 +10,9 @@
 namespace {
 
 using vim::testing::RealModeGuest;
-using vmm::kvm::VcpuExit;
+using vim::vmm::kvm::VcpuExit;
 
-struct NullHandler : vmm::kvm::ExitHandler {
+struct NullHandler : vim::vmm::kvm::ExitHandler {
     void pio_read(std::uint16_t, std::span<std::uint8_t>) override {}
     void pio_write(std::uint16_t, std::span<const std::uint8_t>) override {}
     void mmio_read(std::uint64_t, std::span<std::uint8_t>) override {}
@@ -21,7 +21,7 @@ struct NullHandler : vmm::kvm::ExitHandler {
 
 constexpr std::uint16_t kCode = 0x1000;
 
-void run_expecting_port_io(vmm::kvm::Vcpu& vcpu, NullHandler& handler, benchmark::State& state) {
+void run_expecting_port_io(vim::vmm::kvm::Vcpu& vcpu, NullHandler& handler, benchmark::State& state) {
     if (vcpu.run(handler) != VcpuExit::PortIo) {
         state.SkipWithError("the guest stopped with something other than port I/O");
     }

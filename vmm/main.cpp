@@ -8,12 +8,12 @@
 
 int main(int argc, char** argv) {
     try {
-        auto config = vmm::config::parse_command_line(argc, argv);
+        auto config = vim::vmm::config::parse_command_line(argc, argv);
         if (!config) {
             return 0;  // --help or --version
         }
-        return vmm::machine::Machine::create(*config)->run();
-    } catch (const vmm::config::UsageError& error) {
+        return vim::vmm::machine::Machine::create(*config)->run();
+    } catch (const vim::vmm::config::UsageError& error) {
         std::fprintf(stderr, "error: %s\n", error.what());
         return 2;
     } catch (const std::exception& error) {

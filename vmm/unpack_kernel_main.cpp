@@ -23,9 +23,9 @@ namespace {
 void write_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes) {
     const std::string temporary = path + ".tmp." + std::to_string(::getpid());
     {
-        vmm::sys::Fd file(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        vim::vmm::sys::Fd file(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
         if (!file) {
-            vmm::sys::throw_errno("create " + temporary);
+            vim::vmm::sys::throw_errno("create " + temporary);
         }
         std::size_t done = 0;
         while (done < bytes.size()) {
@@ -36,7 +36,7 @@ void write_atomically(const std::string& path, const std::vector<std::uint8_t>& 
             if (wrote < 0) {
                 const int error = errno;
                 ::unlink(temporary.c_str());
-                vmm::sys::throw_errno("write " + temporary, error);
+                vim::vmm::sys::throw_errno("write " + temporary, error);
             }
             done += static_cast<std::size_t>(wrote);
         }
@@ -44,7 +44,7 @@ void write_atomically(const std::string& path, const std::vector<std::uint8_t>& 
     if (::rename(temporary.c_str(), path.c_str()) != 0) {
         const int error = errno;
         ::unlink(temporary.c_str());
-        vmm::sys::throw_errno("rename " + temporary + " to " + path, error);
+        vim::vmm::sys::throw_errno("rename " + temporary + " to " + path, error);
     }
 }
 
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        write_atomically(output, vmm::boot::unpack_bzimage(vmm::boot::BzImage::read(input)));
+        write_atomically(output, vim::vmm::boot::unpack_bzimage(vim::vmm::boot::BzImage::read(input)));
         return 0;
     } catch (const std::exception& error) {
         std::fprintf(stderr, "error: %s\n", error.what());

@@ -23,8 +23,8 @@
 namespace {
 
 using vmm::memory::GuestMemory;
-using namespace vmm::virtio;
-using namespace vmm::virtio::block;
+using namespace vim::vmm::virtio;
+using namespace vim::vmm::virtio::block;
 
 constexpr std::uint64_t kHeaderSize = sizeof(RequestHeader);
 

@@ -16,7 +16,7 @@ namespace {
 
 using vim::fuzz::VirtqueueFuzzHeader;
 using vmm::memory::GuestMemory;
-using namespace vmm::virtio;
+using namespace vim::vmm::virtio;
 
 [[noreturn]] void fail(const char* what) {
     std::fprintf(stderr, "virtqueue_fuzz: %s\n", what);

@@ -13,7 +13,7 @@ using vim::fuzz::Seed;
 using vim::testing::DriverBuffer;
 using vmm::memory::GuestAddress;
 using vmm::memory::kPageSize;
-using namespace vmm::virtio;
+using namespace vim::vmm::virtio;
 
 int main(int argc, char** argv) {
     if (argc != 2) {

@@ -55,7 +55,7 @@ done
 
 # The guest drivers the VMM's devices need, in the order modprobe would load
 # them (each once), and the tools the disk tests run in the guest.
-guest_modules=(virtio_pci virtio_blk virtio-rng ext4)
+guest_modules=(virtio_pci virtio_blk virtio_net virtio_balloon virtio-rng ext4)
 if [[ -n "$kernel_version" ]]; then
     require modprobe kmod
     require ldd libc-bin

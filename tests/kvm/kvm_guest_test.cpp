@@ -20,13 +20,13 @@ namespace {
 
 using vim::testing::RealModeGuest;
 using vim::testing::RecordingExitHandler;
-using vmm::kvm::VcpuExit;
+using vim::vmm::kvm::VcpuExit;
 
 constexpr std::uint64_t kRamSize = 0x20000;
 constexpr std::uint16_t kCode = 0x1000;
 
 // Runs until an exit that is neither port I/O nor MMIO.
-VcpuExit run_until_stop(vmm::kvm::Vcpu& vcpu, vmm::kvm::ExitHandler& handler) {
+VcpuExit run_until_stop(vim::vmm::kvm::Vcpu& vcpu, vim::vmm::kvm::ExitHandler& handler) {
     for (;;) {
         VcpuExit exit = vcpu.run(handler);
         if (exit != VcpuExit::PortIo && exit != VcpuExit::Mmio) {
@@ -108,8 +108,8 @@ TEST(KvmGuest, StringPortIoIsSplitIntoElements) {
 TEST(KvmGuest, DirtyLogReportsExactlyTheWrittenPages) {
     RealModeGuest guest(0x8000);
     // Slot 1: 16 pages at 0x10000, dirty-logged; the guest reaches them through ES.
-    auto data =
-        vmm::sys::Mapping::map("dirty pages", 16 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    auto data = vim::vmm::sys::Mapping::map("dirty pages", 16 * 4096, PROT_READ | PROT_WRITE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS);
     guest.vm().set_memory_slot({.slot = 1,
                                 .guest_address = 0x10000,
                                 .size = 16 * 4096,
@@ -176,7 +176,7 @@ TEST(KvmGuest, TwoVcpusRunConcurrently) {
     };
     guest.load(0x1000, loop(0x10));
     guest.load(0x2000, loop(0x11));
-    std::vector<vmm::kvm::Vcpu> vcpus;
+    std::vector<vim::vmm::kvm::Vcpu> vcpus;
     vcpus.push_back(guest.add_vcpu(0, 0x1000));
     vcpus.push_back(guest.add_vcpu(1, 0x2000));
 
@@ -238,7 +238,7 @@ TEST(KvmGuest, TripleFaultEndsTheRunWithANamedExit) {
     RecordingExitHandler handler;
     VcpuExit exit = run_until_stop(vcpu, handler);
     EXPECT_EQ(exit, VcpuExit::TripleFault);
-    EXPECT_EQ(vmm::kvm::describe(exit), "triple fault (KVM_EXIT_SHUTDOWN)");
+    EXPECT_EQ(vim::vmm::kvm::describe(exit), "triple fault (KVM_EXIT_SHUTDOWN)");
 }
 
 TEST(KvmGuest, ImmediateExitKicksASpinningVcpuOut) {
@@ -272,7 +272,7 @@ TEST(KvmGuest, ImmediateExitKicksASpinningVcpuOut) {
 }
 
 TEST(KvmGuest, IrqchipPitAndCapabilitiesAreAvailable) {
-    auto kvm = vmm::kvm::Kvm::open();
+    auto kvm = vim::vmm::kvm::Kvm::open();
     auto vm = kvm.create_vm();
     vm.set_tss_address(0xfffbd000);
     vm.create_irqchip();
@@ -287,7 +287,7 @@ TEST(KvmGuest, IrqchipPitAndCapabilitiesAreAvailable) {
     auto vcpu = vm.create_vcpu(0);
     EXPECT_NO_THROW(vcpu.set_cpuid(cpuid));
     constexpr std::uint32_t kSysenterCs = 0x174;
-    const vmm::kvm::MsrEntry msr{kSysenterCs, 0x10};
+    const vim::vmm::kvm::MsrEntry msr{kSysenterCs, 0x10};
     vcpu.set_msrs({&msr, 1});
     const std::uint32_t index = kSysenterCs;
     EXPECT_EQ(vcpu.msrs({&index, 1}).at(0).data, 0x10u);
@@ -308,7 +308,7 @@ TEST(KvmGuest, IrqchipPitAndCapabilitiesAreAvailable) {
 
 TEST(KvmGuest, OpeningAMissingDeviceNamesIt) {
     try {
-        (void)vmm::kvm::Kvm::open("/nonexistent/kvm");
+        (void)vim::vmm::kvm::Kvm::open("/nonexistent/kvm");
         FAIL();
     } catch (const std::system_error& error) {
         EXPECT_STREQ(error.what(), "open /nonexistent/kvm: No such file or directory");

@@ -17,7 +17,7 @@ namespace {
 using namespace std::chrono_literals;
 using vim::testing::RealModeGuest;
 using vim::testing::RecordingExitHandler;
-using vmm::machine::VcpuPool;
+using vim::vmm::machine::VcpuPool;
 
 // inc dword [counter]; jmp back. No exits at all.
 std::vector<std::uint8_t> counting_loop(std::uint16_t counter) {
@@ -31,14 +31,14 @@ struct CountingGuest {
     std::unique_ptr<VcpuPool> pool;
 
     explicit CountingGuest(int vcpus) {
-        std::vector<vmm::kvm::Vcpu> list;
+        std::vector<vim::vmm::kvm::Vcpu> list;
         for (int i = 0; i < vcpus; ++i) {
             std::uint16_t code = 0x1000 + 0x100 * i;
             guest.load(code, counting_loop(0x3000 + 4 * i));
             list.push_back(guest.add_vcpu(i, code));
         }
         pool = std::make_unique<VcpuPool>(
-            std::move(list), handler, [](std::uint32_t, vmm::kvm::VcpuExit) { return false; },
+            std::move(list), handler, [](std::uint32_t, vim::vmm::kvm::VcpuExit) { return false; },
             [](std::uint32_t, const std::exception& error) { ADD_FAILURE() << error.what(); });
     }
 
@@ -86,7 +86,7 @@ TEST(VcpuPool, PauseStopsEveryVcpuAndResumeRestartsThem) {
     EXPECT_EQ(counting.count(0), stopped);
     auto exits = counting.pool->exit_counts();
     ASSERT_EQ(exits.size(), 2u);
-    EXPECT_GE(exits[0].by_kind[static_cast<std::size_t>(vmm::kvm::VcpuExit::Interrupted)], 1u);
+    EXPECT_GE(exits[0].by_kind[static_cast<std::size_t>(vim::vmm::kvm::VcpuExit::Interrupted)], 1u);
 }
 
 TEST(VcpuPool, RepeatedPauseResumeNeverLosesAVcpu) {

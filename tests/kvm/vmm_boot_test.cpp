@@ -197,13 +197,15 @@ TEST_F(VmmConfiguration, ElfKernelProblems) {
     if (!std::string(VIM_GUEST_VMLINUX).empty()) {
         const std::string vmlinux = VIM_GUEST_VMLINUX;
         std::ifstream file(vmlinux, std::ios::binary);
-        std::vector<std::uint8_t> head(vmm::boot::ElfKernel::kHeadSize);
+        std::vector<std::uint8_t> head(vim::vmm::boot::ElfKernel::kHeadSize);
         file.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
-        const auto kernel = vmm::boot::ElfKernel::parse(head, std::filesystem::file_size(vmlinux), vmlinux);
+        const auto kernel =
+            vim::vmm::boot::ElfKernel::parse(head, std::filesystem::file_size(vmlinux), vmlinux);
         ASSERT_GT(kernel.end(), 64u << 20);
         expect_refused({"--kernel", vmlinux, "--memory", "64M"},
-                       "kernel " + vmlinux + ": segments from " + vmm::sys::hex(kernel.start()) + " to " +
-                           vmm::sys::hex(kernel.end()) + " run past the end of RAM below 4 GiB at 0x4000000");
+                       "kernel " + vmlinux + ": segments from " + vim::vmm::sys::hex(kernel.start()) +
+                           " to " + vim::vmm::sys::hex(kernel.end()) +
+                           " run past the end of RAM below 4 GiB at 0x4000000");
     }
 }
 

@@ -27,17 +27,8 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 
 // What `command` printed on the host, or "" if it failed.
 std::string host_output(const std::string& command) {
-    std::string output;
-    if (FILE* pipe = ::popen(command.c_str(), "r")) {
-        char buffer[4096];
-        while (std::size_t count = std::fread(buffer, 1, sizeof buffer, pipe)) {
-            output.append(buffer, count);
-        }
-        if (::pclose(pipe) != 0) {
-            return "";
-        }
-    }
-    return output;
+    HostResult result = run_on_host(command);
+    return result.status == 0 ? result.output : "";
 }
 
 std::string host_sha256(const std::string& path) { return host_output("sha256sum " + path).substr(0, 64); }
@@ -69,26 +60,6 @@ void make_image(const std::string& path, std::uint64_t size, bool pattern) {
 
 class VmmDisks : public VmmBoot {
 protected:
-    struct ShellResult {
-        int status;
-        std::string output;  // everything the console showed, the command's echo included
-    };
-
-    // Runs `command` in the guest's shell and waits for its exit status.
-    ShellResult run_in_guest(VmmProcess& vmm, const std::string& command,
-                             std::chrono::seconds timeout = 120s) {
-        const std::string tag = "VIM-RC-" + std::to_string(++commands_run_) + "=";
-        const std::size_t start = vmm.console().size();
-        // printf builds the tag, so the echo of the typed line never matches it.
-        vmm.type(command + "; printf 'VIM-RC-%s=%s\\n' " + std::to_string(commands_run_) + " $?\n");
-        auto line = vmm.wait_for_line(tag, timeout);
-        if (!line) {
-            ADD_FAILURE() << "no answer to: " << command << "\nconsole:\n" << vmm.console() << vmm.errors();
-            return {-1, ""};
-        }
-        return {std::stoi(value_after(*line, tag)), vmm.console().substr(start)};
-    }
-
     // The 64 hex digits the guest printed after `key=` (not the typed
     // command's echo, which has a format there).
     static std::string printed_hash(const std::string& output, const std::string& key) {
@@ -112,8 +83,6 @@ protected:
         arguments.insert(arguments.end(), {"--api-socket", socket_path()});
         return arguments;
     }
-
-    int commands_run_ = 0;
 };
 
 // One guest for what a user does with disks, to boot once: the devices show
@@ -262,7 +231,7 @@ TEST_F(VmmConfiguration, DiskProblems) {
     expect_refused(with({"--disk", "path=" + good + ",cache=none"}),
                    "--disk path=" + good + ",cache=none: unknown option 'cache=none'");
     // Another vmm (here, the test) holds the disk.
-    vmm::sys::Fd holder(::open(good.c_str(), O_RDONLY | O_CLOEXEC));
+    vim::vmm::sys::Fd holder(::open(good.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_EQ(::flock(holder.get(), LOCK_EX | LOCK_NB), 0);
     expect_refused(with({"--disk", "path=" + good}), "disk " + good + ": in use by another process (locked)");
 }

@@ -5,9 +5,11 @@
 // socket, and checks refused configurations.
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -23,6 +25,31 @@ using namespace std::chrono_literals;
 // Generous: inside the nested sandbox a boot takes seconds of emulated CPU.
 inline constexpr auto kBootTimeout = 180s;
 inline constexpr auto kExitTimeout = 30s;
+
+inline std::string value_after(const std::string& line, const std::string& key) {
+    auto at = line.find(key);
+    return at == std::string::npos ? "" : line.substr(at + key.size());
+}
+
+struct HostResult {
+    int status;          // the shell's exit status; -1 when it could not run
+    std::string output;  // what the command wrote to stdout
+};
+
+// Runs `command` through the host's shell.
+inline HostResult run_on_host(const std::string& command) {
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+        return {-1, ""};
+    }
+    std::string output;
+    char buffer[4096];
+    while (std::size_t count = std::fread(buffer, 1, sizeof buffer, pipe)) {
+        output.append(buffer, count);
+    }
+    const int status = ::pclose(pipe);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
 
 class VmmBoot : public ::testing::Test {
 protected:
@@ -66,6 +93,26 @@ protected:
         }
     }
 
+    struct ShellResult {
+        int status;
+        std::string output;  // everything the console showed, the command's echo included
+    };
+
+    // Runs `command` in the guest's shell and waits for its exit status.
+    ShellResult run_in_guest(VmmProcess& vmm, const std::string& command,
+                             std::chrono::seconds timeout = 120s) {
+        const std::string tag = "VIM-RC-" + std::to_string(++commands_run_) + "=";
+        const std::size_t start = vmm.console().size();
+        // printf builds the tag, so the echo of the typed line never matches it.
+        vmm.type(command + "; printf 'VIM-RC-%s=%s\\n' " + std::to_string(commands_run_) + " $?\n");
+        auto line = vmm.wait_for_line(tag, timeout);
+        if (!line) {
+            ADD_FAILURE() << "no answer to: " << command << "\nconsole:\n" << vmm.console() << vmm.errors();
+            return {-1, ""};
+        }
+        return {std::stoi(value_after(*line, tag)), vmm.console().substr(start)};
+    }
+
     // The number N of the last "count N" line, or -1.
     static long last_count(const std::vector<std::string>& lines) {
         long last = -1;
@@ -80,12 +127,8 @@ protected:
 
     std::string kernel_;
     std::string directory_;
+    int commands_run_ = 0;
 };
-
-inline std::string value_after(const std::string& line, const std::string& key) {
-    auto at = line.find(key);
-    return at == std::string::npos ? "" : line.substr(at + key.size());
-}
 
 class VmmConfiguration : public VmmBoot {
 protected:

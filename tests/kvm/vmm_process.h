@@ -38,6 +38,7 @@ public:
     // Sends `text` to the vmm's stdin, the guest's serial console.
     void type(const std::string& text);
 
+    pid_t pid() const { return pid_; }
     const std::string& console() const { return console_; }
     const std::string& errors() const { return errors_; }
 

@@ -9,7 +9,7 @@ namespace vim::testing {
 
 using vmm::memory::GuestAddress;
 using vmm::sys::hex;
-using namespace vmm::virtio;
+using namespace vim::vmm::virtio;
 
 namespace {
 

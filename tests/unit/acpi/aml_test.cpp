@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::acpi::aml {
+namespace vim::vmm::acpi::aml {
 namespace {
 
 using Expected = std::vector<std::uint8_t>;
@@ -178,4 +178,4 @@ TEST(AmlResources, RefusesRangesTheDescriptorCannotHold) {
 }
 
 }  // namespace
-}  // namespace vmm::acpi::aml
+}  // namespace vim::vmm::acpi::aml

@@ -14,7 +14,7 @@
 #include "vmm/boot/layout.h"
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::acpi::testing {
+namespace vim::vmm::acpi::testing {
 
 class LowMemory : public ::testing::Test {
 protected:
@@ -40,4 +40,4 @@ protected:
     memory::GuestMemory memory_;
 };
 
-}  // namespace vmm::acpi::testing
+}  // namespace vim::vmm::acpi::testing

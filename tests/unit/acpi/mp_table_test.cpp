@@ -14,7 +14,7 @@
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 namespace {
 
 namespace layout = boot::layout;
@@ -234,4 +234,4 @@ TEST(MpTableMemory, TablePlaceOutsideGuestRamIsAnError) {
 }
 
 }  // namespace
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

@@ -19,7 +19,7 @@
 #include "low_memory.h"
 #include "vmm/boot/layout.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 namespace {
 
 namespace layout = boot::layout;
@@ -493,4 +493,4 @@ TEST(AcpiTablesMemory, BiosAreaOutsideGuestRamIsAnError) {
 }
 
 }  // namespace
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

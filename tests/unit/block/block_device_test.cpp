@@ -28,6 +28,7 @@
 #include "request_bytes.h"
 #include "vim/testing/guest_ram.h"
 #include "vim/testing/loop_steps.h"
+#include "vim/testing/recording_interrupt.h"
 #include "vim/testing/virtio_driver.h"
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
@@ -36,10 +37,13 @@
 #include "vmm/virtio/block/sync_engine.h"
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+using ::testing::UnorderedElementsAre;
 using ::testing::Each;
 using ::testing::Not;
 using testing::header_bytes;
@@ -61,16 +65,7 @@ constexpr std::uint8_t kOk = 0;
 constexpr std::uint8_t kIoError = 1;
 constexpr std::uint8_t kUnsupported = 2;
 
-class RecordingInterrupt : public DeviceInterrupt {
-public:
-    void used_buffers(std::size_t queue) override { used_buffers_queues.push_back(queue); }
-    void config_changed() override { ++config_changes; }
-    void needs_reset() override { ++needs_reset_calls; }
-
-    std::vector<std::size_t> used_buffers_queues;
-    int config_changes = 0;
-    int needs_reset_calls = 0;
-};
+using vim::testing::RecordingInterrupt;
 
 // What a test does to the engine the device gets, and what it saw.
 struct EngineHooks {
@@ -184,7 +179,7 @@ protected:
 
     void make_device_on(const std::string& path, DiskOptions options = {},
                         const std::string& serial = "test-disk") {
-        device = std::make_unique<BlockDevice>(DiskImage::open(path, options), serial, engine_factory());
+        device = std::make_unique<BlockDevice>(DiskImage::open(path, options), serial, 1, engine_factory());
     }
 
     void activate() {
@@ -783,18 +778,25 @@ TEST_F(BlockDeviceSetupTest, IsABlockDeviceWithOneQueueAndTheFeaturesItServes) {
         feature_bit(kFeatureDiscard) | feature_bit(kFeatureWriteZeroes) |
         feature_bit(kFeatureRingIndirectDesc) | feature_bit(kFeatureRingEventIdx);
     {
-        BlockDevice device(DiskImage::open(path), "serial");
+        BlockDevice device(DiskImage::open(path), "serial", 1);
         EXPECT_EQ(device.device_type(), 2u);
         EXPECT_EQ(device.queue_max_sizes(), std::vector<std::uint16_t>{256});
         EXPECT_EQ(device.device_features(), writable_features);
     }
     // Opened after the writable one is gone: a disk is locked for one writer or several readers.
-    BlockDevice read_only(DiskImage::open(path, {.read_only = true}), "serial");
+    BlockDevice read_only(DiskImage::open(path, {.read_only = true}), "serial", 1);
     EXPECT_EQ(read_only.device_features(), writable_features | feature_bit(kFeatureReadOnly));
 }
 
+TEST_F(BlockDeviceSetupTest, TakesOneToSixteenQueues) {
+    EXPECT_THAT([&] { BlockDevice(DiskImage::open(path), "serial", 0); },
+                ThrowsMessage<std::invalid_argument>(HasSubstr("virtio-blk: 0 queues; it takes 1 to 16")));
+    EXPECT_THAT([&] { BlockDevice(DiskImage::open(path), "serial", 17); },
+                ThrowsMessage<std::invalid_argument>(HasSubstr("virtio-blk: 17 queues; it takes 1 to 16")));
+}
+
 TEST_F(BlockDeviceSetupTest, ConfigurationSpaceDescribesTheDiskAndTheLimitsAtAnyOffsetAndSize) {
-    BlockDevice device(DiskImage::open(path), "serial");
+    BlockDevice device(DiskImage::open(path), "serial", 1);
     Config config{};
     device.read_config(0, {reinterpret_cast<std::uint8_t*>(&config), sizeof config});
     EXPECT_EQ(config.capacity, (3u << 20) / 512);
@@ -843,7 +845,7 @@ TEST_F(BlockDeviceSetupTest, BlockSizeIsTheDisksLogicalBlockSize) {
     TempDir on_disk("/var/tmp");
     const std::string direct_path = on_disk.path("disk.raw");
     write_file(direct_path, pattern(1 << 20));
-    BlockDevice device(DiskImage::open(direct_path, {.direct = true}), "serial");
+    BlockDevice device(DiskImage::open(direct_path, {.direct = true}), "serial", 1);
     Config config{};
     device.read_config(0, {reinterpret_cast<std::uint8_t*>(&config), sizeof config});
     EXPECT_EQ(config.blk_size, device.disk().logical_block_size());
@@ -872,8 +874,69 @@ protected:
     RecordingInterrupt interrupt;
 };
 
+// Two request queues, as a guest with two vCPUs drives them.
+class BlockDeviceMultiQueueTest : public BlockDeviceSetupTest {
+protected:
+    static constexpr memory::GuestAddress kRam = 0x100000;
+    static constexpr std::uint64_t kQueueRam = 1 << 20;  // per queue: its rings, then its buffers
+    static constexpr std::uint16_t kSize = 16;
+
+    VirtqueueDriver driver_for(std::size_t queue) {
+        const memory::GuestAddress base = kRam + queue * kQueueRam;
+        return VirtqueueDriver{ram.memory(), kSize, vim::testing::RingLayout::packed(base, kSize),
+                               base + 0x4000, kQueueRam - 0x4000};
+    }
+
+    vim::testing::GuestRam ram{kRam, 2 * kQueueRam};
+    std::array<VirtqueueDriver, 2> drivers{driver_for(0), driver_for(1)};
+    std::array<Queue, 2> queues{Queue{"virtio-blk0 queue 0", kSize}, Queue{"virtio-blk0 queue 1", kSize}};
+    sys::EventFd first_notification{"virtio-blk test notification 0"};
+    sys::EventFd second_notification{"virtio-blk test notification 1"};
+    std::array<int, 2> notification_fds{first_notification.get(), second_notification.get()};
+    sys::EventLoop loop;
+    RecordingInterrupt interrupt;
+};
+
+TEST_F(BlockDeviceMultiQueueTest, AnswersEachRequestOnItsOwnQueueWithThatQueuesInterrupt) {
+    BlockDevice device(DiskImage::open(path), "serial", 2, [](int fd, unsigned depth) {
+        return EngineSelection{make_sync_engine(fd, depth), {}};
+    });
+    EXPECT_EQ(device.queue_max_sizes(), (std::vector<std::uint16_t>{256, 256}));
+    EXPECT_NE(device.device_features() & feature_bit(kFeatureMultiQueue), 0u);
+    Config config{};
+    device.read_config(0, {reinterpret_cast<std::uint8_t*>(&config), sizeof config});
+    EXPECT_EQ(config.num_queues, 2u);
+    EXPECT_EQ(device.stats()["queues"], 2);
+
+    for (std::size_t queue = 0; queue < queues.size(); ++queue) {
+        drivers[queue].configure(queues[queue]);
+    }
+    device.activate(
+        Activation{ram.memory(), loop, device.device_features(), queues, notification_fds, interrupt});
+    const Bytes written = pattern(512, 0x5a5a);
+    const std::array write_chain{drivers[1].readable(header_bytes(RequestType::Out, 8)),
+                                 drivers[1].readable(written), drivers[1].writable(1)};
+    const std::array read_chain{drivers[0].readable(header_bytes(RequestType::In, 0)),
+                                drivers[0].writable(512), drivers[0].writable(1)};
+    drivers[1].add_chain(write_chain);
+    drivers[0].add_chain(read_chain);
+    run_loop_steps(loop, {{[&] {
+                               second_notification.signal();
+                               first_notification.signal();
+                           },
+                           [&] { return drivers[0].used_idx() == 1 && drivers[1].used_idx() == 1; }}});
+
+    EXPECT_EQ(drivers[1].contents(write_chain[2])[0], 0);  // OK
+    EXPECT_EQ(drivers[0].contents(read_chain[2])[0], 0);
+    EXPECT_EQ(drivers[0].contents(read_chain[1]), pattern(512));
+    const Bytes disk = read_file(path);
+    EXPECT_EQ(Bytes(disk.begin() + 8 * 512, disk.begin() + 9 * 512), written);
+    EXPECT_THAT(interrupt.used_buffers_queues, UnorderedElementsAre(0, 1));
+    device.reset();
+}
+
 TEST_F(BlockDeviceEngineTest, StatsNameTheEngineAndWhyItIsNotIoUring) {
-    BlockDevice device(DiskImage::open(path), "serial", [](int fd, unsigned depth) {
+    BlockDevice device(DiskImage::open(path), "serial", 1, [](int fd, unsigned depth) {
         return EngineSelection{make_sync_engine(fd, depth), "io_uring_setup: Operation not permitted"};
     });
     EXPECT_EQ(device.stats()["engine"], "none");
@@ -884,7 +947,7 @@ TEST_F(BlockDeviceEngineTest, StatsNameTheEngineAndWhyItIsNotIoUring) {
 }
 
 TEST_F(BlockDeviceEngineTest, TakesIoUringByDefaultWhereTheKernelHasIt) {
-    BlockDevice device(DiskImage::open(path), "serial");
+    BlockDevice device(DiskImage::open(path), "serial", 1);
     activate(device);
     if (const auto reason = io_uring_unavailable()) {
         EXPECT_EQ(device.stats()["engine"], "sync");
@@ -897,7 +960,7 @@ TEST_F(BlockDeviceEngineTest, TakesIoUringByDefaultWhereTheKernelHasIt) {
 }
 
 TEST_F(BlockDeviceEngineTest, AnEngineThatCannotBeMadeAsksForAResetAndTheVmLivesOn) {
-    BlockDevice device(DiskImage::open(path), "serial", [](int, unsigned) -> EngineSelection {
+    BlockDevice device(DiskImage::open(path), "serial", 1, [](int, unsigned) -> EngineSelection {
         throw std::system_error(EMFILE, std::generic_category(), "eventfd");
     });
     activate(device);
@@ -910,4 +973,4 @@ TEST_F(BlockDeviceEngineTest, AnEngineThatCannotBeMadeAsksForAResetAndTheVmLives
 }
 
 }  // namespace
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -18,20 +17,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/virtio/block/io_uring_engine.h"
 
-namespace vmm::virtio::block::testing {
-
-TempDir::TempDir(const std::string& parent) {
-    std::string pattern = parent + "/vim-block-test-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) {
-        sys::throw_errno("mkdtemp " + pattern);
-    }
-    path_ = pattern;
-}
-
-TempDir::~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-}
+namespace vim::vmm::virtio::block::testing {
 
 std::optional<ScratchMount> ScratchMount::mount(const std::string& type, const std::string& options,
                                                 std::string& why_not) {
@@ -154,4 +140,4 @@ Completion run_one(IoEngine& engine, const Request& request) {
     return wait_for_completion(engine);
 }
 
-}  // namespace vmm::virtio::block::testing
+}  // namespace vim::vmm::virtio::block::testing

@@ -7,25 +7,13 @@
 #include <utility>
 #include <vector>
 
+#include "vim/testing/temp_dir.h"
 #include "vmm/sys/fd.h"
 #include "vmm/virtio/block/io_engine.h"
 
-namespace vmm::virtio::block::testing {
+namespace vim::vmm::virtio::block::testing {
 
-// A fresh directory under `parent`, removed with everything in it.
-class TempDir {
-public:
-    explicit TempDir(const std::string& parent = "/tmp");
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    const std::string& path() const noexcept { return path_; }
-    std::string path(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using vim::testing::TempDir;
 
 // A filesystem mounted on a fresh directory for one test (the tests run as root), unmounted at
 // the end. nullopt, with the reason in `why_not`, where mount(2) is refused.
@@ -73,4 +61,4 @@ Completion wait_for_completion(IoEngine& engine);
 // Enqueues one request, submits it and waits for its completion.
 Completion run_one(IoEngine& engine, const Request& request);
 
-}  // namespace vmm::virtio::block::testing
+}  // namespace vim::vmm::virtio::block::testing

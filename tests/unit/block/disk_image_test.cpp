@@ -19,16 +19,16 @@
 
 namespace {
 
-using vmm::virtio::block::DiskImage;
-using vmm::virtio::block::DiskOptions;
-using vmm::virtio::block::Operation;
-using vmm::virtio::block::testing::LoopDevice;
-using vmm::virtio::block::testing::pattern;
-using vmm::virtio::block::testing::read_file;
-using vmm::virtio::block::testing::run_one;
-using vmm::virtio::block::testing::ScratchMount;
-using vmm::virtio::block::testing::TempDir;
-using vmm::virtio::block::testing::write_file;
+using vim::vmm::virtio::block::DiskImage;
+using vim::vmm::virtio::block::DiskOptions;
+using vim::vmm::virtio::block::Operation;
+using vim::vmm::virtio::block::testing::LoopDevice;
+using vim::vmm::virtio::block::testing::pattern;
+using vim::vmm::virtio::block::testing::read_file;
+using vim::vmm::virtio::block::testing::run_one;
+using vim::vmm::virtio::block::testing::ScratchMount;
+using vim::vmm::virtio::block::testing::TempDir;
+using vim::vmm::virtio::block::testing::write_file;
 using Bytes = std::vector<std::uint8_t>;
 
 // The message DiskImage::open throws, or "" when it opens.
@@ -67,7 +67,7 @@ TEST_F(DiskImageTest, ReadOnlyImagesRefuseWrites) {
     const DiskImage image = DiskImage::open(path_, {.read_only = true});
     EXPECT_TRUE(image.read_only());
     EXPECT_EQ(::fcntl(image.fd(), F_GETFL) & O_ACCMODE, O_RDONLY);
-    auto engine = vmm::virtio::block::make_sync_engine(image.fd(), 1);
+    auto engine = vim::vmm::virtio::block::make_sync_engine(image.fd(), 1);
     Bytes data(512);
     const iovec from{data.data(), data.size()};
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Write, .offset = 0, .iovecs = {&from, 1}}).result,
@@ -183,7 +183,7 @@ TEST_F(DiskImageTest, BlockDevice) {
     EXPECT_EQ(image.logical_block_size(), 4096u);
     EXPECT_EQ(open_error(loop->path()), "disk " + loop->path() + ": in use by another process (locked)");
 
-    auto engine = vmm::virtio::block::make_engine(image.fd(), 4).engine;
+    auto engine = vim::vmm::virtio::block::make_engine(image.fd(), 4).engine;
     alignas(4096) static std::uint8_t buffer[8192];
     const iovec into{buffer, sizeof buffer};
     EXPECT_EQ(run_one(*engine, {.operation = Operation::Read, .offset = 4096, .iovecs = {&into, 1}}).result,

@@ -28,19 +28,19 @@
 
 namespace {
 
-using vmm::sys::Fd;
-using vmm::virtio::block::Completion;
-using vmm::virtio::block::IoEngine;
-using vmm::virtio::block::Operation;
-using vmm::virtio::block::Request;
-using vmm::virtio::block::testing::io_uring_unavailable;
-using vmm::virtio::block::testing::pattern;
-using vmm::virtio::block::testing::read_file;
-using vmm::virtio::block::testing::run_one;
-using vmm::virtio::block::testing::ScratchMount;
-using vmm::virtio::block::testing::TempDir;
-using vmm::virtio::block::testing::wait_for_completion;
-using vmm::virtio::block::testing::write_file;
+using vim::vmm::sys::Fd;
+using vim::vmm::virtio::block::Completion;
+using vim::vmm::virtio::block::IoEngine;
+using vim::vmm::virtio::block::Operation;
+using vim::vmm::virtio::block::Request;
+using vim::vmm::virtio::block::testing::io_uring_unavailable;
+using vim::vmm::virtio::block::testing::pattern;
+using vim::vmm::virtio::block::testing::read_file;
+using vim::vmm::virtio::block::testing::run_one;
+using vim::vmm::virtio::block::testing::ScratchMount;
+using vim::vmm::virtio::block::testing::TempDir;
+using vim::vmm::virtio::block::testing::wait_for_completion;
+using vim::vmm::virtio::block::testing::write_file;
 using Bytes = std::vector<std::uint8_t>;
 
 constexpr std::size_t kFileSize = 1 << 20;
@@ -70,8 +70,8 @@ protected:
     }
 
     std::unique_ptr<IoEngine> make_engine(int fd, unsigned queue_depth = 8) {
-        return GetParam() == "io_uring" ? vmm::virtio::block::make_io_uring_engine(fd, queue_depth)
-                                        : vmm::virtio::block::make_sync_engine(fd, queue_depth);
+        return GetParam() == "io_uring" ? vim::vmm::virtio::block::make_io_uring_engine(fd, queue_depth)
+                                        : vim::vmm::virtio::block::make_sync_engine(fd, queue_depth);
     }
 
     // A file of kFileSize pattern bytes, opened with `flags`.
@@ -408,7 +408,7 @@ TEST(IoUringEngine, DestructionCancelsARequestThatWouldNeverComplete) {
     Bytes buffer(16, 0);
     {
         // A read from an empty pipe waits for a writer, as a request to a dead NFS server might.
-        auto engine = vmm::virtio::block::make_io_uring_engine(read_end.get(), 4);
+        auto engine = vim::vmm::virtio::block::make_io_uring_engine(read_end.get(), 4);
         const iovec into = segment(buffer, 0, buffer.size());
         ASSERT_TRUE(engine->enqueue({.operation = Operation::Read, .iovecs = {&into, 1}, .user_data = 1}));
         engine->submit();
@@ -453,7 +453,7 @@ TEST_P(IoEngineTest, DirectIoIntoAlignedMemory) {
 }
 
 TEST_P(IoEngineTest, QueueDepthOutsideTheRangeIsRefused) {
-    for (const unsigned depth : {0u, vmm::virtio::block::kMaxQueueDepth + 1}) {
+    for (const unsigned depth : {0u, vim::vmm::virtio::block::kMaxQueueDepth + 1}) {
         try {
             make_engine(0, depth);
             ADD_FAILURE() << "depth " << depth << " accepted";
@@ -475,7 +475,7 @@ TEST(MakeEngine, ChoosesIoUringWhereTheKernelHasIt) {
     if (const auto reason = io_uring_unavailable()) {
         GTEST_SKIP() << *reason;
     }
-    const vmm::virtio::block::EngineSelection selection = vmm::virtio::block::make_engine(0, 16);
+    const vim::vmm::virtio::block::EngineSelection selection = vim::vmm::virtio::block::make_engine(0, 16);
     EXPECT_STREQ(selection.engine->name(), "io_uring");
     EXPECT_EQ(selection.fallback_reason, "");
     EXPECT_EQ(selection.engine->queue_depth(), 16u);
@@ -497,7 +497,7 @@ TEST(MakeEngine, ChoosesIoUringWhereTheKernelHasIt) {
         std::_Exit(2);
     }
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    const auto selection = vmm::virtio::block::make_engine(fd.get(), 4);
+    const auto selection = vim::vmm::virtio::block::make_engine(fd.get(), 4);
     std::fprintf(stderr, "engine %s: %s\n", selection.engine->name(), selection.fallback_reason.c_str());
     Bytes buffer(4096);
     const iovec into = segment(buffer, 0, buffer.size());

@@ -9,7 +9,7 @@
 
 #include "vmm/virtio/block/protocol.h"
 
-namespace vmm::virtio::block::testing {
+namespace vim::vmm::virtio::block::testing {
 
 template <typename T>
 std::vector<std::uint8_t> bytes_of(const T& value) {
@@ -35,4 +35,4 @@ inline std::vector<std::uint8_t> segment_bytes(std::initializer_list<RangeSegmen
     return bytes;
 }
 
-}  // namespace vmm::virtio::block::testing
+}  // namespace vim::vmm::virtio::block::testing

@@ -14,7 +14,7 @@
 #include "request_bytes.h"
 #include "vim/testing/guest_ram.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 using ::testing::ElementsAre;
@@ -277,4 +277,4 @@ TEST_F(DecodeRequestTest, DiscardAndWriteZeroesNeedTheirFeatures) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -12,7 +12,7 @@
 
 #include "fake_bzimage.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using ::testing::StrEq;
@@ -226,4 +226,4 @@ TEST(BzImage, ParsesTheHostsDistributionKernels) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

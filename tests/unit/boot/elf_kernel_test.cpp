@@ -11,7 +11,7 @@
 
 #include "fake_elf_kernel.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using ::testing::StrEq;
@@ -319,4 +319,4 @@ TEST(ElfKernel, RejectsASectionHeaderTablePastTheEndOfTheFile) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

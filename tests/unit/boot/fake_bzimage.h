@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-namespace vmm::boot::testing {
+namespace vim::vmm::boot::testing {
 
 struct FakeBzImage {
     std::uint8_t setup_sects = 1;
@@ -73,4 +73,4 @@ struct FakeBzImage {
     }
 };
 
-}  // namespace vmm::boot::testing
+}  // namespace vim::vmm::boot::testing

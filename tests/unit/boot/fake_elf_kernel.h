@@ -15,7 +15,7 @@
 #include <optional>
 #include <vector>
 
-namespace vmm::boot::testing {
+namespace vim::vmm::boot::testing {
 
 struct FakeElfSegment {
     Elf64_Word type = PT_LOAD;
@@ -146,4 +146,4 @@ struct FakeElfKernel {
     }
 };
 
-}  // namespace vmm::boot::testing
+}  // namespace vim::vmm::boot::testing

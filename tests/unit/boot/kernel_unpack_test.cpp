@@ -28,7 +28,7 @@
 #include "fake_elf_kernel.h"
 #include "vmm/boot/elf_kernel.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using ::testing::StartsWith;
@@ -597,4 +597,4 @@ TEST(UnpackBzImageExtraKernel, UnpacksTheKernelInVimExtraKernel) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

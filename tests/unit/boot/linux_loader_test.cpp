@@ -20,7 +20,7 @@
 #include "vmm/boot/layout.h"
 #include "vmm/boot/memory_map.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using ::testing::StrEq;
@@ -647,4 +647,4 @@ TEST_F(LoadFromFiles, LoadsTheHostsKernelUnpacked) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -6,7 +6,7 @@
 
 #include "vmm/boot/layout.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 // Guest RAM [0, 1 MiB) over a plain buffer: all the tables live there.
@@ -125,4 +125,4 @@ TEST(BootFpuState, HasTheResetControlWords) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -5,7 +5,7 @@
 
 #include "vmm/boot/layout.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using ::testing::ElementsAre;
@@ -80,4 +80,4 @@ TEST(E820Map, RejectsRamThatDoesNotReachTheKernel) {
 }
 
 }  // namespace
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -10,8 +10,8 @@
 
 namespace {
 
-using vmm::config::UsageError;
-using vmm::config::VmConfig;
+using vim::vmm::config::UsageError;
+using vim::vmm::config::VmConfig;
 
 std::optional<VmConfig> parse(std::vector<std::string> arguments) {
     arguments.insert(arguments.begin(), "vmm");
@@ -19,7 +19,7 @@ std::optional<VmConfig> parse(std::vector<std::string> arguments) {
     for (const auto& argument : arguments) {
         argv.push_back(argument.c_str());
     }
-    return vmm::config::parse_command_line(static_cast<int>(argv.size()), argv.data());
+    return vim::vmm::config::parse_command_line(static_cast<int>(argv.size()), argv.data());
 }
 
 std::string usage_error(std::vector<std::string> arguments) {
@@ -41,7 +41,7 @@ TEST(ParseCommandLine, DefaultsAndValues) {
     EXPECT_EQ(config->cmdline, "console=ttyS0 quiet");
     EXPECT_EQ(config->cpus, 4u);
     EXPECT_EQ(config->memory_bytes, 2ull << 30);
-    EXPECT_EQ(config->serial.kind, vmm::config::SerialConfig::Kind::File);
+    EXPECT_EQ(config->serial.kind, vim::vmm::config::SerialConfig::Kind::File);
     EXPECT_EQ(config->serial.path, "/tmp/console.log");
     EXPECT_EQ(config->api_socket, "/run/vm.sock");
 
@@ -49,7 +49,7 @@ TEST(ParseCommandLine, DefaultsAndValues) {
     ASSERT_TRUE(defaults);
     EXPECT_EQ(defaults->cpus, 1u);
     EXPECT_EQ(defaults->memory_bytes, 512ull << 20);
-    EXPECT_EQ(defaults->serial.kind, vmm::config::SerialConfig::Kind::Stdio);
+    EXPECT_EQ(defaults->serial.kind, vim::vmm::config::SerialConfig::Kind::Stdio);
 }
 
 TEST(ParseCommandLine, BadFlagsAreNamed) {
@@ -60,7 +60,6 @@ TEST(ParseCommandLine, BadFlagsAreNamed) {
               "--serial: 'tty' is not stdio, none or file=PATH");
     EXPECT_EQ(usage_error({"--kernel", "/k", "--memory", "12X"}),
               "--memory: '12X' is not a size like 512M, 2G or 1048576K");
-    EXPECT_EQ(usage_error({"--kernel", "/k", "--net", "tap=t0"}), "--net is not supported by this vmm yet");
 }
 
 TEST(ParseCommandLine, DisksInOrderWithTheirOptions) {
@@ -68,8 +67,8 @@ TEST(ParseCommandLine, DisksInOrderWithTheirOptions) {
         parse({"--kernel", "/k", "--disk", "path=/a.raw", "--disk", "readonly=on,path=/b.raw,direct=on"});
     ASSERT_TRUE(config);
     ASSERT_EQ(config->disks.size(), 2u);
-    EXPECT_EQ(config->disks[0], (vmm::config::DiskConfig{"/a.raw", false, false}));
-    EXPECT_EQ(config->disks[1], (vmm::config::DiskConfig{"/b.raw", true, true}));
+    EXPECT_EQ(config->disks[0], (vim::vmm::config::DiskConfig{"/a.raw", false, false}));
+    EXPECT_EQ(config->disks[1], (vim::vmm::config::DiskConfig{"/b.raw", true, true}));
 }
 
 TEST(ParseCommandLine, BadDiskOptionsNameTheDiskAndThePart) {
@@ -85,14 +84,95 @@ TEST(ParseCommandLine, BadDiskOptionsNameTheDiskAndThePart) {
               "--disk /a.raw: '/a.raw' is not KEY=VALUE");
 }
 
+TEST(ParseCommandLine, NicsInOrderWithTheirOptions) {
+    using vim::vmm::config::NetConfig;
+    auto config = parse({"--kernel", "/k", "--net", "tap=vm1-0", "--net",
+                         "mtu=9000,bridge=br-lan,tap=vm1-1,mac=52:54:00:AB:cd:01"});
+    ASSERT_TRUE(config);
+    ASSERT_EQ(config->nets.size(), 2u);
+    EXPECT_EQ(config->nets[0], (NetConfig{"vm1-0", std::nullopt, "", std::nullopt}));
+    EXPECT_EQ(config->nets[1],
+              (NetConfig{"vm1-1", std::array<std::uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0x01}, "br-lan",
+                         9000}));
+    EXPECT_TRUE(parse({"--kernel", "/k"})->nets.empty());
+}
+
+TEST(ParseCommandLine, BadNicOptionsNameTheNicAndThePart) {
+    const auto error = [](const std::string& net) { return usage_error({"--kernel", "/k", "--net", net}); };
+    EXPECT_EQ(error("mac=52:54:00:00:00:01"), "--net mac=52:54:00:00:00:01: tap=NAME is missing");
+    EXPECT_EQ(error("tap0"), "--net tap0: 'tap0' is not KEY=VALUE");
+    EXPECT_EQ(error("tap=t0,vhost=on"),
+              "--net tap=t0,vhost=on: unknown option 'vhost=on' (tap=NAME, mac=MAC, bridge=BRIDGE, mtu=N)");
+    EXPECT_EQ(error("tap="), "--net tap=: tap='' is not an interface name of 1 to 15 characters");
+    EXPECT_EQ(
+        error("tap=a-name-of-16-chr"),
+        "--net tap=a-name-of-16-chr: tap='a-name-of-16-chr' is not an interface name of 1 to 15 characters");
+    EXPECT_EQ(error("tap=t/0"), "--net tap=t/0: tap='t/0' holds '/', which an interface name cannot");
+    EXPECT_EQ(error("tap=tap%d"), "--net tap=tap%d: tap='tap%d' holds '%', which an interface name cannot");
+    EXPECT_EQ(error("tap=t0,bridge=br 0"),
+              "--net tap=t0,bridge=br 0: bridge='br 0' holds ' ', which an interface name cannot");
+    EXPECT_EQ(
+        error("tap=t0,mac=52:54:00:12:34"),
+        "--net tap=t0,mac=52:54:00:12:34: mac='52:54:00:12:34' is not six hex bytes like 52:54:00:12:34:56");
+    EXPECT_EQ(error("tap=t0,mac=52-54-00-12-34-56"),
+              "--net tap=t0,mac=52-54-00-12-34-56: mac='52-54-00-12-34-56' is not six hex bytes like "
+              "52:54:00:12:34:56");
+    EXPECT_EQ(error("tap=t0,mac=52:54:00:12:34:5g"),
+              "--net tap=t0,mac=52:54:00:12:34:5g: mac='52:54:00:12:34:5g' is not six hex bytes like "
+              "52:54:00:12:34:56");
+    EXPECT_EQ(error("tap=t0,mac=01:00:5e:00:00:01"),
+              "--net tap=t0,mac=01:00:5e:00:00:01: mac='01:00:5e:00:00:01' is a multicast address");
+    EXPECT_EQ(error("tap=t0,mac=ff:ff:ff:ff:ff:ff"),
+              "--net tap=t0,mac=ff:ff:ff:ff:ff:ff: mac='ff:ff:ff:ff:ff:ff' is a multicast address");
+    EXPECT_EQ(error("tap=t0,mac=00:00:00:00:00:00"),
+              "--net tap=t0,mac=00:00:00:00:00:00: mac='00:00:00:00:00:00' is all zeroes");
+    EXPECT_EQ(error("tap=t0,mtu=67"), "--net tap=t0,mtu=67: mtu='67' is not a number from 68 to 65535");
+    EXPECT_EQ(error("tap=t0,mtu=65536"),
+              "--net tap=t0,mtu=65536: mtu='65536' is not a number from 68 to 65535");
+    EXPECT_EQ(error("tap=t0,mtu=1500x"),
+              "--net tap=t0,mtu=1500x: mtu='1500x' is not a number from 68 to 65535");
+    EXPECT_EQ(error("tap=t0,mtu=-1"), "--net tap=t0,mtu=-1: mtu='-1' is not a number from 68 to 65535");
+}
+
+TEST(ParseCommandLine, TheBalloonOffersReportingAndDeflateOnOomUnlessTurnedOff) {
+    auto defaults = parse({"--kernel", "/k"});
+    ASSERT_TRUE(defaults);
+    EXPECT_TRUE(defaults->balloon.free_page_reporting);
+    EXPECT_TRUE(defaults->balloon.deflate_on_oom);
+    auto without_reporting = parse({"--kernel", "/k", "--balloon", "free_page_reporting=off"});
+    ASSERT_TRUE(without_reporting);
+    EXPECT_FALSE(without_reporting->balloon.free_page_reporting);
+    EXPECT_TRUE(without_reporting->balloon.deflate_on_oom);
+    auto neither = parse({"--kernel", "/k", "--balloon", "deflate_on_oom=off,free_page_reporting=off"});
+    ASSERT_TRUE(neither);
+    EXPECT_FALSE(neither->balloon.free_page_reporting);
+    EXPECT_FALSE(neither->balloon.deflate_on_oom);
+
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--balloon", "free_page_reporting=maybe"}),
+              "--balloon free_page_reporting=maybe: free_page_reporting='maybe' is not on or off");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--balloon", "size=10"}),
+              "--balloon size=10: 'size=10' is not free_page_reporting=on|off or deflate_on_oom=on|off");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--balloon", "deflate_on_oom"}),
+              "--balloon deflate_on_oom: 'deflate_on_oom' is not free_page_reporting=on|off or "
+              "deflate_on_oom=on|off");
+}
+
+TEST(ParseCommandLine, TwoNicsCannotShareATapOrAMac) {
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--net", "tap=t0", "--net", "tap=t0,mac=52:54:00:00:00:02"}),
+              "--net tap=t0,mac=52:54:00:00:00:02: tap t0 is already another --net's");
+    EXPECT_EQ(usage_error({"--kernel", "/k", "--net", "tap=t0,mac=52:54:00:00:00:02", "--net",
+                           "tap=t1,mac=52:54:00:00:00:02"}),
+              "--net tap=t1,mac=52:54:00:00:00:02: the MAC is already another --net's");
+}
+
 TEST(ParseMemorySize, Units) {
-    EXPECT_EQ(vmm::config::parse_memory_size("256"), 256ull << 20);
-    EXPECT_EQ(vmm::config::parse_memory_size("64K"), 64ull << 10);
-    EXPECT_EQ(vmm::config::parse_memory_size("3g"), 3ull << 30);
-    EXPECT_THROW(vmm::config::parse_memory_size(""), UsageError);
-    EXPECT_THROW(vmm::config::parse_memory_size("M"), UsageError);
-    EXPECT_THROW(vmm::config::parse_memory_size("-1M"), UsageError);
-    EXPECT_THROW(vmm::config::parse_memory_size("99999999999999G"), UsageError);
+    EXPECT_EQ(vim::vmm::config::parse_memory_size("256"), 256ull << 20);
+    EXPECT_EQ(vim::vmm::config::parse_memory_size("64K"), 64ull << 10);
+    EXPECT_EQ(vim::vmm::config::parse_memory_size("3g"), 3ull << 30);
+    EXPECT_THROW(vim::vmm::config::parse_memory_size(""), UsageError);
+    EXPECT_THROW(vim::vmm::config::parse_memory_size("M"), UsageError);
+    EXPECT_THROW(vim::vmm::config::parse_memory_size("-1M"), UsageError);
+    EXPECT_THROW(vim::vmm::config::parse_memory_size("99999999999999G"), UsageError);
 }
 
 class Validate : public ::testing::Test {
@@ -109,7 +189,7 @@ protected:
 
     std::string error() {
         try {
-            vmm::config::validate(config_, {1ull << 30, 8});
+            vim::vmm::config::validate(config_, {1ull << 30, 8});
         } catch (const UsageError& error) {
             return error.what();
         }

@@ -18,7 +18,7 @@
 #include "vmm/control/client.h"
 #include "vmm/sys/error.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 namespace {
 
 using namespace std::chrono_literals;
@@ -536,4 +536,4 @@ TEST_F(ControlServerTest, StopLeavesAFileThatReplacedTheSocketAlone) {
 }
 
 }  // namespace
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

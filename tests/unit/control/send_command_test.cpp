@@ -9,7 +9,7 @@
 #include "vmm/control/control_server.h"
 #include "vmm/sys/error.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 namespace {
 
 using nlohmann::json;
@@ -108,4 +108,4 @@ TEST_F(SendCommandTest, ReplyThatIsNotJsonIsReported) {
 }
 
 }  // namespace
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

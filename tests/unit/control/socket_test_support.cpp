@@ -7,26 +7,12 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <filesystem>
 #include <future>
 #include <stdexcept>
 
 #include "vmm/sys/error.h"
 
-namespace vmm::control::testing {
-
-TempDir::TempDir() {
-    std::string pattern = "/tmp/vmm-control-test-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) {
-        sys::throw_errno("mkdtemp " + pattern);
-    }
-    path_ = pattern;
-}
-
-TempDir::~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-}
+namespace vim::vmm::control::testing {
 
 sockaddr_un socket_address(const std::string& path) {
     sockaddr_un address{};
@@ -134,4 +120,4 @@ std::chrono::nanoseconds LoopThread::cpu_time() {
     return std::chrono::seconds(used.tv_sec) + std::chrono::nanoseconds(used.tv_nsec);
 }
 
-}  // namespace vmm::control::testing
+}  // namespace vim::vmm::control::testing

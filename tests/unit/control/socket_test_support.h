@@ -8,25 +8,13 @@
 #include <string>
 #include <thread>
 
+#include "vim/testing/temp_dir.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::control::testing {
+namespace vim::vmm::control::testing {
 
-// A fresh directory under /tmp, removed with everything in it. Unix sockets
-// need a local file system, and short /tmp paths stay within sun_path.
-class TempDir {
-public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string path(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using vim::testing::TempDir;
 
 // The address of the Unix socket at path, which must fit.
 sockaddr_un socket_address(const std::string& path);
@@ -71,4 +59,4 @@ private:
     std::thread thread_;
 };
 
-}  // namespace vmm::control::testing
+}  // namespace vim::vmm::control::testing

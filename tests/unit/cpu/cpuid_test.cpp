@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 namespace {
 
 constexpr std::uint32_t kSignificantIndex = 1;
@@ -301,4 +301,4 @@ TEST(CpuidForVcpu, RejectsAListWithoutLeaf1) {
 }
 
 }  // namespace
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

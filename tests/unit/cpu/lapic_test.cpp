@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 namespace {
 
 std::uint32_t read_register(const kvm::LapicState& lapic, std::size_t offset) {
@@ -47,4 +47,4 @@ TEST(ConfigureLint, ReplacesAnyOldDeliveryModeAndLeavesOtherRegistersAlone) {
 }
 
 }  // namespace
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

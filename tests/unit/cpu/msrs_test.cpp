@@ -4,7 +4,7 @@
 
 #include <map>
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 namespace {
 
 TEST(BootMsrs, HoldsEachBootMsrOnceWithItsValue) {
@@ -29,4 +29,4 @@ TEST(BootMsrs, HoldsEachBootMsrOnceWithItsValue) {
 }
 
 }  // namespace
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

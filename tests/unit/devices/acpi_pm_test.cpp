@@ -7,7 +7,7 @@
 
 #include "vim/testing/fake_interrupt_line.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint8_t kS5 = 5;
@@ -99,4 +99,4 @@ TEST(AcpiPm1Event, DisablingTheEventDropsTheSci) {
 }
 
 }  // namespace
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

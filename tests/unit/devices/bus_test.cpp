@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 // Remembers accesses and answers reads with the offset, so tests see where
@@ -198,4 +198,4 @@ TEST(Bus, DeviceCanMoveItselfFromItsOwnHandler) {
 }
 
 }  // namespace
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint8_t kRegisterA = 0x0a, kRegisterB = 0x0b, kRegisterC = 0x0c, kRegisterD = 0x0d;
@@ -161,4 +161,4 @@ TEST(Cmos, IndexPortReadsAsFloating) {
 }
 
 }  // namespace
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -6,7 +6,7 @@
 
 #include "vim/testing/fake_interrupt_line.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint16_t kData = I8042::kDataOffset;
@@ -419,4 +419,4 @@ TEST_F(I8042Test, KeyboardOutputWriteComesBackFromTheKeyboardSide) {
 }
 
 }  // namespace
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

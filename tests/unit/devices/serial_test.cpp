@@ -9,7 +9,7 @@
 
 #include "vim/testing/fake_interrupt_line.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint16_t kRbr = 0, kThr = 0, kDll = 0;
@@ -297,4 +297,4 @@ TEST_F(SerialTest, ConcurrentWritersAndHostInputLoseNothing) {
 }
 
 }  // namespace
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

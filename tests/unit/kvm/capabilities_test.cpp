@@ -8,7 +8,7 @@
 
 namespace {
 
-using vmm::kvm::CapabilityStatus;
+using vim::vmm::kvm::CapabilityStatus;
 
 int id_of(const std::vector<CapabilityStatus>& report, std::string_view name) {
     auto found = std::find_if(report.begin(), report.end(),
@@ -18,16 +18,16 @@ int id_of(const std::vector<CapabilityStatus>& report, std::string_view name) {
 }
 
 TEST(Capabilities, AllPresentPasses) {
-    auto report = vmm::kvm::capability_report([](int) { return 1; });
-    EXPECT_NO_THROW(vmm::kvm::require_capabilities(report));
+    auto report = vim::vmm::kvm::capability_report([](int) { return 1; });
+    EXPECT_NO_THROW(vim::vmm::kvm::require_capabilities(report));
 }
 
 TEST(Capabilities, MissingRequiredCapabilityIsNamed) {
-    auto everything = vmm::kvm::capability_report([](int) { return 1; });
+    auto everything = vim::vmm::kvm::capability_report([](int) { return 1; });
     int irqfd = id_of(everything, "KVM_CAP_IRQFD");
-    auto report = vmm::kvm::capability_report([&](int id) { return id == irqfd ? 0 : 1; });
+    auto report = vim::vmm::kvm::capability_report([&](int id) { return id == irqfd ? 0 : 1; });
     try {
-        vmm::kvm::require_capabilities(report);
+        vim::vmm::kvm::require_capabilities(report);
         FAIL() << "a missing KVM_CAP_IRQFD was accepted";
     } catch (const std::runtime_error& error) {
         EXPECT_EQ(std::string(error.what()), "KVM capability KVM_CAP_IRQFD (" + std::to_string(irqfd) +
@@ -36,10 +36,10 @@ TEST(Capabilities, MissingRequiredCapabilityIsNamed) {
 }
 
 TEST(Capabilities, MissingOptionalCapabilityIsOnlyReported) {
-    auto everything = vmm::kvm::capability_report([](int) { return 1; });
+    auto everything = vim::vmm::kvm::capability_report([](int) { return 1; });
     int ring = id_of(everything, "KVM_CAP_DIRTY_LOG_RING");
-    auto report = vmm::kvm::capability_report([&](int id) { return id == ring ? 0 : 1; });
-    EXPECT_NO_THROW(vmm::kvm::require_capabilities(report));
+    auto report = vim::vmm::kvm::capability_report([&](int id) { return id == ring ? 0 : 1; });
+    EXPECT_NO_THROW(vim::vmm::kvm::require_capabilities(report));
     auto entry = std::find_if(report.begin(), report.end(),
                               [&](const CapabilityStatus& status) { return status.id == ring; });
     ASSERT_NE(entry, report.end());

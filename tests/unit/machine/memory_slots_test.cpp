@@ -6,16 +6,16 @@
 
 namespace {
 
-using vmm::memory::GuestMemory;
-using vmm::memory::kPageSize;
+using vim::vmm::memory::GuestMemory;
+using vim::vmm::memory::kPageSize;
 
 TEST(RegisterGuestMemory, OneSlotPerRegionInAddressOrder) {
     // Guest RAM split around an MMIO hole, as on x86 with more than 3 GiB.
-    const vmm::memory::RegionLayout layout[] = {{0, 16 * kPageSize}, {1ull << 32, 8 * kPageSize}};
+    const vim::vmm::memory::RegionLayout layout[] = {{0, 16 * kPageSize}, {1ull << 32, 8 * kPageSize}};
     auto memory = GuestMemory::allocate(layout);
     vim::testing::FakeVm vm;
 
-    vmm::machine::register_guest_memory(vm, memory, /*log_dirty=*/true);
+    vim::vmm::machine::register_guest_memory(vm, memory, /*log_dirty=*/true);
 
     ASSERT_EQ(vm.slots.size(), 2u);
     EXPECT_EQ(vm.slots[0].guest_address, 0u);
@@ -28,10 +28,10 @@ TEST(RegisterGuestMemory, OneSlotPerRegionInAddressOrder) {
 }
 
 TEST(RegisterGuestMemory, DirtyLoggingIsOptional) {
-    const vmm::memory::RegionLayout layout[] = {{0, 4 * kPageSize}};
+    const vim::vmm::memory::RegionLayout layout[] = {{0, 4 * kPageSize}};
     auto memory = GuestMemory::allocate(layout);
     vim::testing::FakeVm vm;
-    vmm::machine::register_guest_memory(vm, memory, /*log_dirty=*/false);
+    vim::vmm::machine::register_guest_memory(vm, memory, /*log_dirty=*/false);
     EXPECT_FALSE(vm.slots.at(0).log_dirty);
     // The fake answers like KVM: a bitmap per slot page, cleared on request.
     vm.injected_dirty[0] = {0b1010};

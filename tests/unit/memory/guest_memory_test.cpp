@@ -12,10 +12,10 @@
 
 namespace {
 
-using vmm::memory::GuestMemory;
-using vmm::memory::GuestMemoryError;
-using vmm::memory::kPageSize;
-using vmm::memory::RegionLayout;
+using vim::vmm::memory::GuestMemory;
+using vim::vmm::memory::GuestMemoryError;
+using vim::vmm::memory::kPageSize;
+using vim::vmm::memory::RegionLayout;
 
 GuestMemory two_regions() {
     // Like an x86 guest: RAM below a hole and again above it.

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 constexpr DeviceIdentity kIdentity{.vendor_id = 0x1af4,
@@ -287,4 +287,4 @@ TEST(ConfigSpace, RefusesCapabilitiesThatDoNotFit) {
 }
 
 }  // namespace
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

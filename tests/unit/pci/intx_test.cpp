@@ -7,7 +7,7 @@
 
 #include "vim/testing/fake_interrupt_line.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using vim::testing::FakeInterruptLine;
@@ -65,4 +65,4 @@ TEST_F(IntxTest, StatusBitIsNotTheGuests) {
 }
 
 }  // namespace
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

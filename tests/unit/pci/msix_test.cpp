@@ -10,7 +10,7 @@
 
 #include "vim/testing/fake_msi_vectors.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using vim::testing::FakeMsiVectors;
@@ -315,4 +315,4 @@ TEST(Msix, RefusesASecondCapability) {
 }
 
 }  // namespace
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -16,7 +16,7 @@
 #include "vim/testing/fake_msi_vectors.h"
 #include "vmm/pci/config_io.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using vim::testing::FakeInterruptLine;
@@ -512,4 +512,4 @@ TEST_F(RootBusTest, BarAccessesRaceTheGuestMovingTheBar) {
 }
 
 }  // namespace
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -15,7 +15,7 @@
 #include "vmm/pci/msix.h"
 #include "vmm/pci/pci_device.h"
 
-namespace vmm::pci::testing {
+namespace vim::vmm::pci::testing {
 
 // A function shaped like a virtio-pci device, built from the library's
 // parts as a real device would be: a ConfigSpace, Intx, and MSI-X with its
@@ -116,4 +116,4 @@ private:
     std::optional<Msix> msix_;
 };
 
-}  // namespace vmm::pci::testing
+}  // namespace vim::vmm::pci::testing

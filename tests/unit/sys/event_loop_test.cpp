@@ -10,7 +10,7 @@
 
 #include "vmm/sys/event_fd.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 namespace {
 
 using namespace std::chrono_literals;
@@ -102,4 +102,4 @@ TEST(EventLoop, RefusesADescriptorEpollCannotWatch) {
 }
 
 }  // namespace
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

@@ -19,14 +19,14 @@ int open_pipe_end() {
 
 TEST(Fd, ClosesOnDestruction) {
     int raw = open_pipe_end();
-    { vmm::sys::Fd fd(raw); }
+    { vim::vmm::sys::Fd fd(raw); }
     EXPECT_FALSE(is_open(raw));
 }
 
 TEST(Fd, MoveConstructionLeavesMinusOneBehind) {
     int raw = open_pipe_end();
-    vmm::sys::Fd first(raw);
-    vmm::sys::Fd second(std::move(first));
+    vim::vmm::sys::Fd first(raw);
+    vim::vmm::sys::Fd second(std::move(first));
     EXPECT_EQ(first.get(), -1);  // NOLINT(bugprone-use-after-move): the point of the test
     EXPECT_FALSE(first.valid());
     EXPECT_EQ(second.get(), raw);
@@ -37,8 +37,8 @@ TEST(Fd, MoveAssignmentClosesTheOverwrittenDescriptorOnce) {
     int kept = open_pipe_end();
     int replaced = open_pipe_end();
     {
-        vmm::sys::Fd target(replaced);
-        vmm::sys::Fd source(kept);
+        vim::vmm::sys::Fd target(replaced);
+        vim::vmm::sys::Fd source(kept);
         target = std::move(source);
         EXPECT_FALSE(is_open(replaced));
         EXPECT_EQ(target.get(), kept);
@@ -46,7 +46,7 @@ TEST(Fd, MoveAssignmentClosesTheOverwrittenDescriptorOnce) {
         // The number of the closed fd may be reused right away; the moved-from
         // Fd must not close whatever now holds it.
         int reused = open_pipe_end();
-        { vmm::sys::Fd gone(std::move(source)); }
+        { vim::vmm::sys::Fd gone(std::move(source)); }
         EXPECT_TRUE(is_open(reused));
         ::close(reused);
     }
@@ -55,7 +55,7 @@ TEST(Fd, MoveAssignmentClosesTheOverwrittenDescriptorOnce) {
 
 TEST(Fd, SelfMoveAssignmentKeepsTheDescriptor) {
     int raw = open_pipe_end();
-    vmm::sys::Fd fd(raw);
+    vim::vmm::sys::Fd fd(raw);
     auto& alias = fd;
     fd = std::move(alias);
     EXPECT_EQ(fd.get(), raw);
@@ -65,7 +65,7 @@ TEST(Fd, SelfMoveAssignmentKeepsTheDescriptor) {
 TEST(Fd, ReleaseGivesUpOwnership) {
     int raw = open_pipe_end();
     {
-        vmm::sys::Fd fd(raw);
+        vim::vmm::sys::Fd fd(raw);
         EXPECT_EQ(fd.release(), raw);
         EXPECT_FALSE(fd.valid());
     }

@@ -13,8 +13,9 @@ bool is_mapped(void* address) {
     return ::mincore(address, 4096, &residency) == 0;
 }
 
-vmm::sys::Mapping anonymous_page() {
-    return vmm::sys::Mapping::map("test page", 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+vim::vmm::sys::Mapping anonymous_page() {
+    return vim::vmm::sys::Mapping::map("test page", 4096, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS);
 }
 
 TEST(Mapping, UnmapsOnDestruction) {
@@ -31,11 +32,11 @@ TEST(Mapping, UnmapsOnDestruction) {
 TEST(Mapping, MoveTransfersOwnershipAndUnmapsOnce) {
     auto first = anonymous_page();
     void* address = first.data();
-    vmm::sys::Mapping second(std::move(first));
+    vim::vmm::sys::Mapping second(std::move(first));
     EXPECT_FALSE(first.valid());  // NOLINT(bugprone-use-after-move)
     EXPECT_EQ(first.size(), 0u);
     EXPECT_EQ(second.data(), address);
-    { vmm::sys::Mapping sink(std::move(first)); }  // an empty owner unmaps nothing
+    { vim::vmm::sys::Mapping sink(std::move(first)); }  // an empty owner unmaps nothing
     EXPECT_TRUE(is_mapped(address));
 }
 
@@ -51,7 +52,7 @@ TEST(Mapping, MoveAssignmentUnmapsTheOverwrittenRange) {
 
 TEST(Mapping, FailureNamesWhatWasBeingMapped) {
     try {
-        vmm::sys::Mapping::map("guest RAM", 4096, PROT_READ, MAP_SHARED, -1);
+        vim::vmm::sys::Mapping::map("guest RAM", 4096, PROT_READ, MAP_SHARED, -1);
         FAIL() << "mapping an invalid fd succeeded";
     } catch (const std::system_error& error) {
         EXPECT_STREQ(error.what(), "mmap guest RAM: Bad file descriptor");

@@ -8,7 +8,7 @@
 
 #include "queue_fixture.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using vim::testing::DriverBuffer;
@@ -137,7 +137,8 @@ TEST_F(DirtyTrackingTest, EveryPageTheQueueWritesIsMarkedDirty) {
     const auto dirty = ram.take_dirty_page_numbers();
     const std::set<std::uint64_t> dirty_set(dirty.begin(), dirty.end());
     EXPECT_TRUE(std::ranges::includes(dirty_set, changed))
-        << "changed: " << testing::PrintToString(changed) << ", dirty: " << testing::PrintToString(dirty_set);
+        << "changed: " << ::testing::PrintToString(changed)
+        << ", dirty: " << ::testing::PrintToString(dirty_set);
     EXPECT_TRUE(changed.contains(2) && changed.contains(3)) << "the used ring spans pages 2 and 3";
     // The device only read the descriptor table (page 0), the available ring
     // (page 1) and the request.
@@ -170,4 +171,4 @@ TEST_F(DirtyTrackingTest, CompletionMarksAgainWhatWasWrittenAfterTheIovecsWereTa
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -5,7 +5,7 @@
 #include "queue_fixture.h"
 #include "vmm/virtio/queue.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 class NotificationTest : public QueueTest {
@@ -113,4 +113,4 @@ TEST_F(NotificationTest, QueueNotReadyNeverNotifies) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

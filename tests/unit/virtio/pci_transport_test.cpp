@@ -41,7 +41,7 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using namespace std::chrono_literals;
@@ -1237,4 +1237,4 @@ TEST(PciTransportConstruction, DestructionUnregistersTheIoeventfds) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -12,7 +12,7 @@
 #include "vim/testing/virtio_driver.h"
 #include "vmm/virtio/queue.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // Guest RAM of two regions with a hole between them, as x86 has below 4 GiB:
 // a queue's rings at the start of the low one, its buffers after them.
@@ -78,4 +78,4 @@ protected:
 
 inline std::vector<std::uint8_t> bytes_of(std::string_view text) { return {text.begin(), text.end()}; }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

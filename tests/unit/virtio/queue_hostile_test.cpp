@@ -7,7 +7,7 @@
 #include "queue_fixture.h"
 #include "vmm/virtio/queue.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using vim::testing::DriverBuffer;
@@ -319,4 +319,4 @@ TEST_F(BadChainTest, BrokenQueueAndBadChainAreDistinctErrors) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -4,7 +4,7 @@
 
 #include "queue_fixture.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using vim::testing::DriverBuffer;
@@ -202,4 +202,4 @@ TEST(QueueConstruction, MaximumSizeMustBeAPowerOfTwoUpTo32768) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

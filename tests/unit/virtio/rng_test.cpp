@@ -21,7 +21,7 @@
 #include "vmm/virtio/rng/rng_device.h"
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using ::testing::ElementsAre;
@@ -363,4 +363,4 @@ TEST_F(RngDeviceTest, RefusesAnActivationWithAnotherNumberOfQueues) {
 }
 
 }  // namespace
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -6,7 +6,7 @@
 #include "table_format.h"
 #include "vmm/sys/hex.h"
 
-namespace vmm::acpi::aml {
+namespace vim::vmm::acpi::aml {
 namespace {
 
 using detail::Bytes;
@@ -326,4 +326,4 @@ Aml resource_template(const std::vector<Aml>& descriptors) {
     return buffer(contents.data());
 }
 
-}  // namespace vmm::acpi::aml
+}  // namespace vim::vmm::acpi::aml

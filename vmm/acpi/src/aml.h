@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace vmm::acpi::aml {
+namespace vim::vmm::acpi::aml {
 
 using Aml = std::vector<std::uint8_t>;
 
@@ -69,4 +69,4 @@ Aml dword_memory(std::uint32_t base, std::uint64_t size);
 // Its checksum byte is 0, which says "treat as valid" (iasl writes the same).
 Aml resource_template(const std::vector<Aml>& descriptors);
 
-}  // namespace vmm::acpi::aml
+}  // namespace vim::vmm::acpi::aml

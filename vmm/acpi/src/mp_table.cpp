@@ -8,7 +8,7 @@
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 namespace {
 
 namespace layout = boot::layout;
@@ -177,4 +177,4 @@ void write_mp_table(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
     memory.write(layout::kMpFloatingPointerAddress, floating_pointer(layout::kMpConfigTableAddress));
 }
 
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

@@ -12,7 +12,7 @@
 
 #include "vmm/boot/layout.h"
 
-namespace vmm::acpi::detail {
+namespace vim::vmm::acpi::detail {
 
 // Interrupt flags: polarity in bits 1:0, trigger mode in bits 3:2.
 inline constexpr std::uint16_t kIntiConforming = 0;  // to the bus: edge, active-high on ISA
@@ -81,4 +81,4 @@ inline std::uint8_t checksum(std::span<const std::uint8_t> bytes) {
     return static_cast<std::uint8_t>(0x100 - (sum & 0xff));
 }
 
-}  // namespace vmm::acpi::detail
+}  // namespace vim::vmm::acpi::detail

@@ -12,7 +12,7 @@
 #include "vmm/boot/layout.h"
 #include "vmm/sys/hex.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 namespace {
 
 namespace layout = boot::layout;
@@ -399,4 +399,4 @@ void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count) {
     }
 }
 
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

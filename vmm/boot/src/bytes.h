@@ -13,7 +13,7 @@
 
 #include "vmm/sys/hex.h"
 
-namespace vmm::boot::detail {
+namespace vim::vmm::boot::detail {
 
 static_assert(std::endian::native == std::endian::little, "boot structures are little-endian");
 
@@ -33,4 +33,4 @@ void store_le(std::span<std::uint8_t> bytes, std::size_t offset, T value) {
 
 using sys::hex;
 
-}  // namespace vmm::boot::detail
+}  // namespace vim::vmm::boot::detail

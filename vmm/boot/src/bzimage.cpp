@@ -7,7 +7,7 @@
 #include "file_io.h"
 #include "setup_header_offsets.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using detail::hex;
@@ -140,4 +140,4 @@ std::span<const std::uint8_t> BzImage::setup_header_bytes() const noexcept {
                                                          header_end_ - detail::kSetupSects);
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -9,7 +9,7 @@
 #include "bytes.h"
 #include "vmm/boot/layout.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using detail::hex;
@@ -160,4 +160,4 @@ std::uint64_t ElfKernel::end() const noexcept {
     return segments_.back().address + segments_.back().memory_size;
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -9,7 +9,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::boot::detail {
+namespace vim::vmm::boot::detail {
 
 sys::Fd open_for_reading(const std::string& what, const std::string& path) {
     sys::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -62,4 +62,4 @@ std::vector<std::uint8_t> read_whole_file(const std::string& what, const std::st
     return bytes;
 }
 
-}  // namespace vmm::boot::detail
+}  // namespace vim::vmm::boot::detail

@@ -7,7 +7,7 @@
 
 #include "vmm/sys/fd.h"
 
-namespace vmm::boot::detail {
+namespace vim::vmm::boot::detail {
 
 // `what` names the file's role ("kernel", "initrd") in error messages, which
 // read "<step> <what> <path>: <strerror>".
@@ -21,4 +21,4 @@ void read_exact(const sys::Fd& fd, std::span<std::uint8_t> out, const std::strin
                 const std::string& path);
 std::vector<std::uint8_t> read_whole_file(const std::string& what, const std::string& path);
 
-}  // namespace vmm::boot::detail
+}  // namespace vim::vmm::boot::detail

@@ -19,7 +19,7 @@
 #include "bytes.h"
 #include "vmm/boot/elf_kernel.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using detail::load_le;
@@ -480,4 +480,4 @@ std::vector<std::uint8_t> unpack_bzimage(const BzImage& image) {
     return unpacked;
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

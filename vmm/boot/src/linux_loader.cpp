@@ -12,7 +12,7 @@
 #include "vmm/boot/long_mode.h"
 #include "vmm/boot/memory_map.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 using detail::hex;
@@ -337,4 +337,4 @@ BootInfo load_linux(memory::GuestMemory& memory, const std::string& kernel_path,
         [&](std::span<std::uint8_t> target) { detail::read_exact(initrd, target, "initrd", initrd_path); });
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

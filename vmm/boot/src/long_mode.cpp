@@ -4,7 +4,7 @@
 
 #include "vmm/boot/layout.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 namespace {
 
 constexpr std::uint64_t kPagePresent = 1ull << 0;
@@ -137,4 +137,4 @@ kvm::FpuState boot_fpu_state() {
     return fpu;
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -6,7 +6,7 @@
 #include "bytes.h"
 #include "vmm/boot/layout.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 std::vector<memory::RegionLayout> ram_layout(std::uint64_t ram_size) {
     if (ram_size == 0 || ram_size % memory::kPageSize != 0) {
@@ -46,4 +46,4 @@ std::vector<E820Entry> e820_map(std::span<const memory::RegionLayout> ram) {
     return entries;
 }
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

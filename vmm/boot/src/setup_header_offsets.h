@@ -5,7 +5,7 @@
 
 #include <cstddef>
 
-namespace vmm::boot::detail {
+namespace vim::vmm::boot::detail {
 
 inline constexpr std::size_t kSetupSects = 0x1f1;
 inline constexpr std::size_t kSyssize = 0x1f4;
@@ -33,4 +33,4 @@ inline constexpr std::size_t kMinimumHeaderEnd = 0x264;
 // the fields that follow it.
 inline constexpr std::size_t kMaximumHeaderEnd = 0x290;
 
-}  // namespace vmm::boot::detail
+}  // namespace vim::vmm::boot::detail

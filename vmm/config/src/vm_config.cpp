@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -12,7 +13,7 @@
 #include <limits>
 #include <sstream>
 
-namespace vmm::config {
+namespace vim::vmm::config {
 namespace {
 
 constexpr std::uint64_t kPageSize = 4096;
@@ -53,7 +54,92 @@ bool parse_switch(const std::string& flag, const std::string& key, const std::st
     throw UsageError(flag + ": " + key + "='" + value + "' is not on or off");
 }
 
+// What Linux takes as an interface name (dev_valid_name()), without '%',
+// which would make the kernel pick the name (and the MAC derived from it).
+void require_interface_name(const std::string& flag, const std::string& key, const std::string& name) {
+    constexpr std::size_t kMaxInterfaceName = 15;
+    if (name.empty() || name.size() > kMaxInterfaceName || name == "." || name == "..") {
+        throw UsageError(flag + ": " + key + "='" + name +
+                         "' is not an interface name of 1 to 15 characters");
+    }
+    for (const char character : name) {
+        if (character == '/' || character == ':' || character == '%' ||
+            std::isspace(static_cast<unsigned char>(character))) {
+            throw UsageError(flag + ": " + key + "='" + name + "' holds '" + character +
+                             "', which an interface name cannot");
+        }
+    }
+}
+
+std::array<std::uint8_t, 6> parse_mac(const std::string& flag, const std::string& text) {
+    std::array<std::uint8_t, 6> mac{};
+    const auto hex_digit = [](char character) {
+        return std::isxdigit(static_cast<unsigned char>(character));
+    };
+    bool well_formed = text.size() == 17;
+    for (std::size_t i = 0; well_formed && i < mac.size(); ++i) {
+        const std::size_t at = i * 3;
+        well_formed = hex_digit(text[at]) && hex_digit(text[at + 1]) && (i == 5 || text[at + 2] == ':');
+        if (well_formed) {
+            mac[i] = static_cast<std::uint8_t>(std::stoul(text.substr(at, 2), nullptr, 16));
+        }
+    }
+    if (!well_formed) {
+        throw UsageError(flag + ": mac='" + text + "' is not six hex bytes like 52:54:00:12:34:56");
+    }
+    if ((mac[0] & 1) != 0) {
+        throw UsageError(flag + ": mac='" + text + "' is a multicast address");
+    }
+    if (mac == std::array<std::uint8_t, 6>{}) {
+        throw UsageError(flag + ": mac='" + text + "' is all zeroes");
+    }
+    return mac;
+}
+
 }  // namespace
+
+NetConfig parse_net(const std::string& text) {
+    const std::string flag = "--net " + text;
+    NetConfig net;
+    bool has_tap = false;
+    std::stringstream options(text);
+    std::string option;
+    while (std::getline(options, option, ',')) {
+        const auto equals = option.find('=');
+        if (equals == std::string::npos) {
+            throw UsageError(flag + ": '" + option + "' is not KEY=VALUE");
+        }
+        const std::string key = option.substr(0, equals);
+        const std::string value = option.substr(equals + 1);
+        if (key == "tap") {
+            require_interface_name(flag, key, value);
+            net.tap = value;
+            has_tap = true;
+        } else if (key == "mac") {
+            net.mac = parse_mac(flag, value);
+        } else if (key == "bridge") {
+            require_interface_name(flag, key, value);
+            net.bridge = value;
+        } else if (key == "mtu") {
+            const bool digits =
+                !value.empty() && value.size() <= 5 && std::all_of(value.begin(), value.end(), [](char c) {
+                    return std::isdigit(static_cast<unsigned char>(c));
+                });
+            const unsigned long mtu = digits ? std::stoul(value) : 0;
+            if (mtu < 68 || mtu > 65535) {
+                throw UsageError(flag + ": mtu='" + value + "' is not a number from 68 to 65535");
+            }
+            net.mtu = static_cast<std::uint16_t>(mtu);
+        } else {
+            throw UsageError(flag + ": unknown option '" + option +
+                             "' (tap=NAME, mac=MAC, bridge=BRIDGE, mtu=N)");
+        }
+    }
+    if (!has_tap) {
+        throw UsageError(flag + ": tap=NAME is missing");
+    }
+    return net;
+}
 
 DiskConfig parse_disk(const std::string& text) {
     DiskConfig disk;
@@ -114,12 +200,35 @@ std::uint64_t parse_memory_size(const std::string& text) {
     return value * unit;
 }
 
+BalloonConfig parse_balloon(const std::string& text) {
+    const std::string flag = "--balloon " + text;
+    BalloonConfig balloon;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const std::size_t end = std::min(text.find(',', start), text.size());
+        const std::string part = text.substr(start, end - start);
+        const std::size_t equals = part.find('=');
+        const std::string key = part.substr(0, equals);
+        const std::string value = equals == std::string::npos ? "" : part.substr(equals + 1);
+        if (key == "free_page_reporting" && equals != std::string::npos) {
+            balloon.free_page_reporting = parse_switch(flag, key, value);
+        } else if (key == "deflate_on_oom" && equals != std::string::npos) {
+            balloon.deflate_on_oom = parse_switch(flag, key, value);
+        } else {
+            throw UsageError(flag + ": '" + part +
+                             "' is not free_page_reporting=on|off or deflate_on_oom=on|off");
+        }
+        start = end + 1;
+    }
+    return balloon;
+}
+
 std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     VmConfig config;
     std::string memory = "512M";
     std::string serial = "stdio";
     std::vector<std::string> disks, nets;
-    std::string incoming, restore;
+    std::string incoming, restore, balloon;
 
     CLI::App app{"vmm: runs one virtual machine on /dev/kvm"};
     app.set_version_flag("--version", "vmm 0.1");
@@ -136,7 +245,13 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     app.add_option(
         "--disk", disks,
         "a virtio disk, raw image or block device: path=P[,readonly=on][,direct=on]; repeat for more");
-    app.add_option("--net", nets, "tap=T[,mac=M]");
+    app.add_option(
+        "--net", nets,
+        "a virtio NIC on a tap (created if missing): tap=NAME[,mac=MAC][,bridge=BR][,mtu=N]; repeat "
+        "for more");
+    app.add_option("--balloon", balloon,
+                   "what the VM's memory balloon offers the guest: "
+                   "free_page_reporting=on|off[,deflate_on_oom=on|off] (both on by default)");
     app.add_option("--incoming", incoming, "tcp:HOST:PORT to receive a migration");
     app.add_option("--restore", restore, "snapshot directory to restore");
 
@@ -154,13 +269,28 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     // These flags belong to the contract; the devices and the migration
     // receiver behind them are not built yet, so refuse them honestly.
     for (const auto& [flag, values] :
-         {std::pair{"--net", nets.size()}, {"--incoming", incoming.size()}, {"--restore", restore.size()}}) {
+         {std::pair{"--incoming", incoming.size()}, {"--restore", restore.size()}}) {
         if (values != 0) {
             throw UsageError(std::string(flag) + " is not supported by this vmm yet");
         }
     }
+    if (!balloon.empty()) {
+        config.balloon = parse_balloon(balloon);
+    }
     for (const std::string& disk : disks) {
         config.disks.push_back(parse_disk(disk));
+    }
+    for (const std::string& text : nets) {
+        NetConfig net = parse_net(text);
+        for (const NetConfig& earlier : config.nets) {
+            if (earlier.tap == net.tap) {
+                throw UsageError("--net " + text + ": tap " + net.tap + " is already another --net's");
+            }
+            if (net.mac && earlier.mac == net.mac) {
+                throw UsageError("--net " + text + ": the MAC is already another --net's");
+            }
+        }
+        config.nets.push_back(std::move(net));
     }
     config.memory_bytes = parse_memory_size(memory);
     config.serial = parse_serial(serial);
@@ -206,4 +336,4 @@ HostLimits host_limits(std::uint32_t kvm_max_vcpus) {
     return {kib << 10, kvm_max_vcpus};
 }
 
-}  // namespace vmm::config
+}  // namespace vim::vmm::config

@@ -12,7 +12,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 namespace {
 
@@ -131,4 +131,4 @@ nlohmann::json send_command(const std::string& socket_path, const nlohmann::json
     }
 }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

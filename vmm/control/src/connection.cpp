@@ -9,7 +9,7 @@
 #include "dispatch.h"
 #include "vmm/control/control_server.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 Connection::Connection(sys::Fd fd, const CommandTable& commands) : fd_(std::move(fd)), commands_(&commands) {}
 
@@ -111,4 +111,4 @@ bool Connection::take_line() {
     return true;
 }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -9,7 +9,7 @@
 #include "vmm/control/command.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 // One client of the control socket, on a non-blocking descriptor. Complete
 // lines are dispatched one at a time and the reply to each is written out
@@ -63,4 +63,4 @@ private:
     Clock::time_point last_progress_ = Clock::now();
 };
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -13,7 +13,7 @@
 #include "listening_socket.h"
 #include "vmm/sys/error.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 namespace {
 
@@ -205,4 +205,4 @@ void ControlServer::update_timer() {
     timer_armed_for_ = earliest;
 }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -2,7 +2,7 @@
 
 #include <exception>
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 namespace {
 
@@ -78,4 +78,4 @@ std::string dispatch_line(const CommandTable& commands, std::string_view line) {
 
 std::string error_line(std::string_view message) { return to_line(failure(message)); }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -5,7 +5,7 @@
 
 #include "vmm/control/command.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 // Parses one request line (no newline), runs its command and returns the reply
 // line, newline included. Whatever the client sent or the command threw ends
@@ -15,4 +15,4 @@ std::string dispatch_line(const CommandTable& commands, std::string_view line);
 // The reply line {"ok": false, "error": message}, newline included.
 std::string error_line(std::string_view message);
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -13,7 +13,7 @@
 #include "unix_address.h"
 #include "vmm/sys/error.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 namespace {
 
@@ -114,4 +114,4 @@ ListeningSocket::~ListeningSocket() {
     }
 }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

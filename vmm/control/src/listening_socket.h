@@ -6,7 +6,7 @@
 
 #include "vmm/sys/fd.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 // A non-blocking Unix stream socket listening at a path. The file appears at
 // the path only once the socket listens: a client polling for it (a host
@@ -34,4 +34,4 @@ private:
     ino_t inode_ = 0;
 };
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 sockaddr_un unix_address(const std::string& path) {
     sockaddr_un address{};
@@ -24,4 +24,4 @@ sockaddr_un unix_address(const std::string& path) {
     return address;
 }
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

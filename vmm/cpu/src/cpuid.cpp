@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 namespace {
 
 // KVM_CPUID_FLAG_SIGNIFICANT_INDEX: the entry answers only for its own subleaf.
@@ -243,4 +243,4 @@ std::vector<kvm::CpuidEntry> cpuid_for_vcpu(std::span<const kvm::CpuidEntry> sup
     return entries;
 }
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 namespace {
 
 constexpr std::uint32_t kDeliveryModeShift = 8;
@@ -35,4 +35,4 @@ void configure_lint(kvm::LapicState& lapic) {
     set_delivery_mode(lapic, kLapicLvtLint1, kLapicDeliveryModeNmi);
 }
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

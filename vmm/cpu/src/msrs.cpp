@@ -1,6 +1,6 @@
 #include "vmm/cpu/msrs.h"
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 
 std::vector<kvm::MsrEntry> boot_msrs() {
     return {
@@ -23,4 +23,4 @@ std::vector<kvm::MsrEntry> boot_msrs() {
     };
 }
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint16_t kPowerButton = 1u << 8;  // PWRBTN_STS / PWRBTN_EN
@@ -108,4 +108,4 @@ void AcpiPm1ControlBlock::write(std::uint64_t offset, std::span<const std::uint8
     }
 }
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -7,7 +7,7 @@
 
 #include "vmm/sys/hex.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 using sys::hex;
 
@@ -123,4 +123,4 @@ std::uint64_t Bus::unhandled_reads() const { return unhandled_reads_.load(std::m
 
 std::uint64_t Bus::unhandled_writes() const { return unhandled_writes_.load(std::memory_order_relaxed); }
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <ctime>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint8_t kSeconds = 0x00;
@@ -150,4 +150,4 @@ std::uint8_t Cmos::encode(int value) const {
     return static_cast<std::uint8_t>((bytes_[kRegisterB] & kRegisterBBinary) ? value : to_bcd(value));
 }
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -1,6 +1,6 @@
 #include "vmm/devices/i8042.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 constexpr std::uint8_t kStatusOutputFull = 0x01;
@@ -379,4 +379,4 @@ void I8042::DrivenLine::drive(bool high) {
     }
 }
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 namespace {
 
 // Register offsets; DLL and DLM replace RBR/THR and IER while LCR.DLAB is set.
@@ -273,4 +273,4 @@ void Serial::update_interrupt() {
     }
 }
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 namespace {
 
 struct Capability {
@@ -59,4 +59,4 @@ void require_capabilities(const std::vector<CapabilityStatus>& report) {
     }
 }
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -9,7 +9,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::kvm::detail {
+namespace vim::vmm::kvm::detail {
 
 // ioctl() that throws std::system_error("<what>: <strerror>") on failure.
 template <typename Arg>
@@ -24,7 +24,7 @@ int ioctl_or_throw(int fd, unsigned long request, Arg arg, const char* what) {
     return result;
 }
 
-}  // namespace vmm::kvm::detail
+}  // namespace vim::vmm::kvm::detail
 
 #include <linux/kvm.h>
 
@@ -32,7 +32,7 @@ int ioctl_or_throw(int fd, unsigned long request, Arg arg, const char* what) {
 #include <cstring>
 #include <vector>
 
-namespace vmm::kvm::detail {
+namespace vim::vmm::kvm::detail {
 
 // kvm_cpuid2, kvm_msrs and kvm_irq_routing are an 8-byte header {count, padding} followed by
 // an array. <linux/kvm.h> spells the array with __DECLARE_FLEX_ARRAY, which in
@@ -71,4 +71,4 @@ private:
     std::vector<std::uint64_t> storage_;  // zero-filled: KVM rejects non-zero padding
 };
 
-}  // namespace vmm::kvm::detail
+}  // namespace vim::vmm::kvm::detail

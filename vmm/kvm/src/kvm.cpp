@@ -9,21 +9,25 @@
 
 #include "ioctl.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 Kvm Kvm::open(const std::string& device) {
-    sys::Fd fd(::open(device.c_str(), O_RDWR | O_CLOEXEC));
-    if (!fd) {
-        sys::throw_errno("open " + device);
-    }
-    int version = detail::ioctl_or_throw(fd.get(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+    Kvm kvm = open_unchecked(device);
+    int version = kvm.api_version();
     if (version != KVM_API_VERSION) {
         throw std::runtime_error(device + ": KVM API version " + std::to_string(version) + ", expected " +
                                  std::to_string(KVM_API_VERSION));
     }
-    Kvm kvm(std::move(fd));
     require_capabilities(kvm.capability_report());
     return kvm;
+}
+
+Kvm Kvm::open_unchecked(const std::string& device) {
+    sys::Fd fd(::open(device.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) {
+        sys::throw_errno("open " + device);
+    }
+    return Kvm(std::move(fd));
 }
 
 int Kvm::check_extension(int capability) const {
@@ -89,4 +93,16 @@ int Kvm::max_vcpus() const {
     return max > 0 ? max : check_extension(KVM_CAP_NR_VCPUS);
 }
 
-}  // namespace vmm::kvm
+int Kvm::recommended_vcpus() const { return check_extension(KVM_CAP_NR_VCPUS); }
+
+int Kvm::api_version() const {
+    return detail::ioctl_or_throw(fd_.get(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+}
+
+int Kvm::dirty_ring_max_bytes() const { return check_extension(KVM_CAP_DIRTY_LOG_RING); }
+
+int Kvm::dirty_ring_acquire_release_max_bytes() const {
+    return check_extension(KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+}
+
+}  // namespace vim::vmm::kvm

@@ -7,7 +7,7 @@
 
 #include "vmm/kvm/x86_state.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 #define VIM_SAME_LAYOUT(ours, theirs) \
     static_assert(sizeof(ours) == sizeof(theirs), #ours " must match " #theirs)
@@ -29,4 +29,4 @@ static_assert(offsetof(CpuidEntry, edx) == offsetof(kvm_cpuid_entry2, edx));
 
 #undef VIM_SAME_LAYOUT
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

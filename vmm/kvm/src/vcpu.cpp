@@ -9,7 +9,7 @@
 
 #include "ioctl.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 namespace {
 
 template <typename Ours, typename Theirs>
@@ -192,4 +192,4 @@ VcpuExit Vcpu::dispatch_mmio(ExitHandler& handler) {
     return VcpuExit::Mmio;
 }
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

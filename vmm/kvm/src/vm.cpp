@@ -10,7 +10,7 @@
 
 #include "ioctl.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 KvmVm::KvmVm(sys::Fd fd, std::size_t run_mapping_size)
     : fd_(std::move(fd)), run_mapping_size_(run_mapping_size) {}
@@ -179,4 +179,4 @@ void KvmVm::set_msi_routes(std::span<const MsiRoute> routes) {
     detail::ioctl_or_throw(fd_.get(), detail::kSetGsiRouting, table.data(), "KVM_SET_GSI_ROUTING");
 }
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <system_error>
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 constexpr char kEscape = 0x01;  // Ctrl-A
@@ -106,4 +106,4 @@ void ConsoleInput::read_input() {
     offer();
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

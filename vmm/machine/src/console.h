@@ -14,7 +14,7 @@
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // Lives on the event loop's thread: construct it, and destroy it, there or
 // while the loop is not running.
@@ -52,4 +52,4 @@ private:
     bool watching_ = false;
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -7,7 +7,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 using json = nlohmann::json;
@@ -67,7 +67,27 @@ json ControlCommands::stats() {
     result["vcpus"] = per_vcpu;
     result["serial_output_bytes"] = machine_.serial_output_bytes.load();
     result["resident_bytes"] = resident_bytes();
+    // The guest answers in its own time: the next request shows its fresh
+    // figures, and guest_stats_age_ms says how old the ones shown are.
+    machine_.devices.balloon().request_guest_stats();
     return result;
+}
+
+json ControlCommands::balloon(const json& request) {
+    const auto field = request.find("size_mib");
+    if (field == request.end() || !field->is_number_integer() || field->get<std::int64_t>() < 0) {
+        throw control::CommandError("size_mib must be a non-negative integer");
+    }
+    const auto size_mib = field->get<std::uint64_t>();
+    const std::uint64_t memory_mib = machine_.config.memory_bytes >> 20;
+    if (size_mib > memory_mib) {
+        throw control::CommandError("size_mib " + std::to_string(size_mib) + " is more than the guest's " +
+                                    std::to_string(memory_mib) + " MiB");
+    }
+    using virtio::balloon::BalloonDevice;
+    BalloonDevice& device = machine_.devices.balloon();
+    device.set_target(static_cast<std::uint32_t>(size_mib * BalloonDevice::kPagesPerMiB));
+    return {{"target_mib", size_mib}, {"actual_mib", device.actual() / BalloonDevice::kPagesPerMiB}};
 }
 
 json ControlCommands::shutdown(std::chrono::milliseconds timeout) {
@@ -113,6 +133,7 @@ control::CommandTable ControlCommands::table() {
              machine_.vcpus.resume();
              return json{{"state", "running"}};
          }},
+        {"balloon", [this](const json& request) { return balloon(request); }},
         {"shutdown",
          [this](const json& request) {
              std::int64_t timeout_ms = 30000;
@@ -127,4 +148,4 @@ control::CommandTable ControlCommands::table() {
     };
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

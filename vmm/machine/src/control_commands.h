@@ -15,7 +15,7 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 struct RunningMachine {
     const config::VmConfig& config;
@@ -45,9 +45,11 @@ private:
     // orderly shutdown, and the ACPI power button), and stops the VM if it
     // has not gone by `timeout`.
     nlohmann::json shutdown(std::chrono::milliseconds timeout);
+    // Sets the balloon's target size, the memory taken from the guest.
+    nlohmann::json balloon(const nlohmann::json& request);
 
     RunningMachine machine_;
     sys::Fd shutdown_timer_;  // a timerfd on the event loop while a shutdown is under way
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -7,7 +7,7 @@
 #include "vmm/devices/cmos.h"
 #include "vmm/pci/config_io.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 namespace layout = boot::layout;
@@ -39,6 +39,12 @@ void DeviceManager::add_virtio_device(std::string name, std::shared_ptr<virtio::
         interrupt_line(pci_root_->intx_gsi(slot)));
     pci_root_->add_device(slot, name, transport);
     virtio_devices_.push_back(std::move(transport));
+}
+
+void DeviceManager::add_balloon(const config::BalloonConfig& config) {
+    balloon_ = std::make_shared<virtio::balloon::BalloonDevice>(virtio::balloon::BalloonDevice::Options{
+        .free_page_reporting = config.free_page_reporting, .deflate_on_oom = config.deflate_on_oom});
+    add_virtio_device("virtio-balloon0", balloon_);
 }
 
 devices::InterruptLine& DeviceManager::interrupt_line(std::uint32_t gsi) {
@@ -94,4 +100,4 @@ nlohmann::json DeviceManager::stats() const {
             {"devices", virtio}};
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kvm_interrupts.h"
+#include "vmm/config/vm_config.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/i8042.h"
@@ -23,10 +24,11 @@
 #include "vmm/memory/guest_memory.h"
 #include "vmm/pci/root_bus.h"
 #include "vmm/sys/event_loop.h"
+#include "vmm/virtio/balloon/balloon_device.h"
 #include "vmm/virtio/device.h"
 #include "vmm/virtio/pci_transport.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // Where the legacy PC devices report to the rest of the machine.
 struct LegacyDeviceHooks {
@@ -47,6 +49,12 @@ public:
     // Puts `device` on the PCI bus behind the virtio-pci transport, in the
     // next free slot; `name` ("virtio-blk0") names it in messages and stats.
     void add_virtio_device(std::string name, std::shared_ptr<virtio::VirtioDevice> device);
+    // The memory balloon, "virtio-balloon0", in the next free slot. Every VM
+    // has one: with free page reporting the host gets back what the guest
+    // frees without anyone asking, and the `balloon` command takes more.
+    void add_balloon(const config::BalloonConfig& config);
+    // After add_balloon().
+    virtio::balloon::BalloonDevice& balloon() { return *balloon_; }
 
     // ACPI and the MP table, with what every device adds to them.
     void write_firmware_tables(std::uint32_t vcpu_count);
@@ -93,10 +101,11 @@ private:
     std::vector<std::unique_ptr<KvmInterruptLine>> interrupt_lines_;
     std::shared_ptr<pci::RootBus> pci_root_;
     std::vector<std::shared_ptr<virtio::PciTransport>> virtio_devices_;
+    std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
 
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::I8042> i8042_;
     std::shared_ptr<devices::AcpiPm1EventBlock> pm_events_;
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 // KVM's routing table holds up to KVM_MAX_IRQ_ROUTES (4096) entries; the
@@ -85,4 +85,4 @@ void MsiRouter::set_route(std::uint32_t gsi, const devices::MsiMessage& message)
     vm_.set_msi_routes(table);
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

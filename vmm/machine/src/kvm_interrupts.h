@@ -14,7 +14,7 @@
 #include "vmm/kvm/vm.h"
 #include "vmm/sys/event_fd.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // The level of one GSI of the in-kernel PIC and IOAPIC. KVM keeps a single
 // level per GSI for all of userspace, but PCI INTx lines are shared (slots
@@ -64,4 +64,4 @@ private:
     std::map<std::uint32_t, devices::MsiMessage> routes_;
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

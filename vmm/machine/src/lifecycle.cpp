@@ -1,6 +1,6 @@
 #include "lifecycle.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 void Lifecycle::end(Outcome outcome) {
     {
@@ -39,4 +39,4 @@ Outcome Lifecycle::outcome() const {
     return outcome_.value_or(Outcome{1, "the VM has not ended"});
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // The way the VM ended: the process exit code and, when it is not 0, the
 // message printed as "error: ...".
@@ -43,4 +43,4 @@ private:
     bool shutting_down_ = false;
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -29,9 +29,11 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/block/block_device.h"
+#include "vmm/virtio/net/net_device.h"
+#include "vmm/virtio/net/tap.h"
 #include "vmm/virtio/rng/rng_device.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 using config::UsageError;
@@ -85,6 +87,25 @@ std::vector<virtio::block::DiskImage> open_disks(const std::vector<config::DiskC
         }
     }
     return images;
+}
+
+// Opens (or creates) every tap and sets its link up, so that a bad one stops
+// the vmm before anything starts. A tap created here goes away with its device.
+std::vector<std::shared_ptr<virtio::net::NetDevice>> open_nics(const std::vector<config::NetConfig>& nets) {
+    std::vector<std::shared_ptr<virtio::net::NetDevice>> nics;
+    for (const config::NetConfig& net : nets) {
+        std::unique_ptr<virtio::net::Tap> tap;
+        try {
+            tap = virtio::net::Tap::open(net.tap, {net.bridge, net.mtu});
+        } catch (const std::exception& error) {
+            throw UsageError(error.what());  // it names the tap (or its bridge) and the step
+        }
+        // No VM name to derive it from: the tap's name is unique on the host and
+        // as stable as the VM's configuration.
+        const virtio::net::MacAddress mac = net.mac.value_or(virtio::net::stable_mac(net.tap));
+        nics.push_back(std::make_shared<virtio::net::NetDevice>(std::move(tap), mac, net.mtu));
+    }
+    return nics;
 }
 
 }  // namespace
@@ -214,6 +235,7 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
         serial_output = open_serial_file(config.serial.path);
     }
     auto disks = open_disks(config.disks);
+    auto nics = open_nics(config.nets);
 
     auto vm = kvm.create_vm();
     auto ram = boot::ram_layout(config.memory_bytes);
@@ -235,13 +257,20 @@ std::unique_ptr<Machine> Machine::create(const config::VmConfig& config) {
     register_guest_memory(parts->vm, parts->memory, /*log_dirty=*/false);
     add_devices(*parts);
     // Disks first, so the guest names them vda, vdb, ... in --disk order.
+    // A request queue per vCPU (see BlockDevice).
+    const unsigned queue_count = std::min(config.cpus, virtio::block::BlockDevice::kMaxQueues);
     for (std::size_t index = 0; index < disks.size(); ++index) {
         std::string serial = virtio::block::BlockDevice::serial_from_path(disks[index].path());
-        parts->devices.add_virtio_device(
-            "virtio-blk" + std::to_string(index),
-            std::make_shared<virtio::block::BlockDevice>(std::move(disks[index]), std::move(serial)));
+        parts->devices.add_virtio_device("virtio-blk" + std::to_string(index),
+                                         std::make_shared<virtio::block::BlockDevice>(
+                                             std::move(disks[index]), std::move(serial), queue_count));
+    }
+    // Then NICs, which the guest numbers in --net order.
+    for (std::size_t index = 0; index < nics.size(); ++index) {
+        parts->devices.add_virtio_device("virtio-net" + std::to_string(index), std::move(nics[index]));
     }
     parts->devices.add_virtio_device("virtio-rng0", std::make_shared<virtio::RngDevice>());
+    parts->devices.add_balloon(config.balloon);
     parts->devices.write_firmware_tables(config.cpus);
     parts->vcpus = create_vcpu_pool(*parts, boot_info);
     Parts* raw = parts.get();
@@ -308,4 +337,4 @@ int Machine::run() {
     return outcome.exit_code;
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

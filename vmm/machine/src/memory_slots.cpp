@@ -1,6 +1,6 @@
 #include "vmm/machine/memory_slots.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 void register_guest_memory(kvm::Vm& vm, const memory::GuestMemory& memory, bool log_dirty) {
     std::uint32_t slot = 0;
@@ -13,4 +13,4 @@ void register_guest_memory(kvm::Vm& vm, const memory::GuestMemory& memory, bool 
     }
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -2,7 +2,7 @@
 
 #include <signal.h>
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 namespace {
 
 // The kick signal. Its handler does nothing: the point is that KVM_RUN
@@ -156,4 +156,4 @@ std::vector<ExitCounts> VcpuPool::exit_counts() const {
     return counts;
 }
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

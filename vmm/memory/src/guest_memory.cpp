@@ -1,5 +1,6 @@
 #include "vmm/memory/guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,7 +12,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/hex.h"
 
-namespace vmm::memory {
+namespace vim::vmm::memory {
 namespace {
 
 using sys::hex;
@@ -22,6 +23,23 @@ std::size_t bitmap_words(std::uint64_t size) { return ((size + kPageSize - 1) / 
 // KVM maps guest memory with 2 MiB pages where the host backs it with
 // transparent huge pages and the guest and host addresses agree modulo 2 MiB.
 constexpr std::uint64_t kHugePageSize = 2ull << 20;
+
+using Bitmap = std::unique_ptr<std::atomic<std::uint64_t>[]>;
+
+Bitmap zeroed_bitmap(std::uint64_t region_size) {
+    const std::size_t words = bitmap_words(region_size);
+    auto bitmap = std::make_unique<std::atomic<std::uint64_t>[]>(words);
+    for (std::size_t i = 0; i < words; ++i) {
+        bitmap[i].store(0, std::memory_order_relaxed);
+    }
+    return bitmap;
+}
+
+void set_pages(const Bitmap& bitmap, std::uint64_t first, std::uint64_t last) {
+    for (std::uint64_t page = first; page <= last; ++page) {
+        bitmap[page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
+    }
+}
 
 // `size` bytes of the memfd from `offset` on, mapped shared and starting on a
 // 2 MiB boundary, advised for transparent huge pages: one fault per 2 MiB
@@ -101,12 +119,8 @@ void GuestMemory::init_dirty_bitmaps() {
         }
     }
     for (const Region& region : regions_) {
-        std::size_t words = bitmap_words(region.size);
-        auto bitmap = std::make_unique<std::atomic<std::uint64_t>[]>(words);
-        for (std::size_t i = 0; i < words; ++i) {
-            bitmap[i].store(0, std::memory_order_relaxed);
-        }
-        dirty_.push_back(std::move(bitmap));
+        dirty_.push_back(zeroed_bitmap(region.size));
+        discarded_.push_back(zeroed_bitmap(region.size));
     }
 }
 
@@ -162,8 +176,15 @@ void GuestMemory::mark_dirty_in(std::size_t index, GuestAddress address, std::ui
     const Region& region = regions_[index];
     std::uint64_t first = (address - region.start) / kPageSize;
     std::uint64_t last = (address - region.start + length - 1) / kPageSize;
+    set_pages(dirty_[index], first, last);
+    // Written by the VMM: the page holds data a migration must read. Loaded
+    // first, as nearly every page written was never discarded.
     for (std::uint64_t page = first; page <= last; ++page) {
-        dirty_[index][page / 64].fetch_or(std::uint64_t{1} << (page % 64), std::memory_order_relaxed);
+        const std::uint64_t bit = std::uint64_t{1} << (page % 64);
+        std::atomic<std::uint64_t>& word = discarded_[index][page / 64];
+        if ((word.load(std::memory_order_relaxed) & bit) != 0) {
+            word.fetch_and(~bit, std::memory_order_relaxed);
+        }
     }
 }
 
@@ -176,4 +197,59 @@ std::vector<std::uint64_t> GuestMemory::take_dirty_pages(std::size_t index) {
     return pages;
 }
 
-}  // namespace vmm::memory
+void GuestMemory::discard(GuestAddress address, std::uint64_t length) {
+    if (length == 0) {
+        return;
+    }
+    const std::string range = "guest range " + hex(address) + "+" + hex(length);
+    if (address % kPageSize != 0 || length % kPageSize != 0) {
+        throw GuestMemoryError("discard " + range + ": not page-aligned");
+    }
+    std::size_t index;
+    try {
+        index = region_index(address, length);
+    } catch (const GuestMemoryError&) {
+        throw GuestMemoryError("discard " + range + ": not in guest RAM");
+    }
+    const Region& region = regions_[index];
+    const std::uint64_t offset = address - region.start;
+    if (fd_) {
+        // KEEP_SIZE: the memfd keeps its size, only the pages go. The kernel
+        // unmaps them from every mapping, KVM's included (MMU notifiers).
+        if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(region.file_offset + offset), static_cast<off_t>(length)) != 0) {
+            sys::throw_errno("discard " + range + ": punch a hole in the guest RAM memfd");
+        }
+    } else {
+        std::memset(region.host + offset, 0, length);
+    }
+    const std::uint64_t first = offset / kPageSize;
+    const std::uint64_t last = first + length / kPageSize - 1;
+    set_pages(dirty_[index], first, last);
+    set_pages(discarded_[index], first, last);
+}
+
+bool GuestMemory::discarded(GuestAddress address) const {
+    const std::size_t index = region_index(address, 1);
+    const std::uint64_t page = (address - regions_[index].start) / kPageSize;
+    return (discarded_[index][page / 64].load(std::memory_order_relaxed) >> (page % 64) & 1) != 0;
+}
+
+std::vector<std::uint64_t> GuestMemory::discarded_pages(std::size_t index) const {
+    std::vector<std::uint64_t> pages(bitmap_words(regions_.at(index).size));
+    for (std::size_t word = 0; word < pages.size(); ++word) {
+        pages[word] = discarded_[index][word].load(std::memory_order_relaxed);
+    }
+    return pages;
+}
+
+void GuestMemory::clear_discarded(std::size_t index, std::span<const std::uint64_t> pages) {
+    const std::size_t words = std::min(pages.size(), bitmap_words(regions_.at(index).size));
+    for (std::size_t word = 0; word < words; ++word) {
+        if (pages[word] != 0) {
+            discarded_[index][word].fetch_and(~pages[word], std::memory_order_relaxed);
+        }
+    }
+}
+
+}  // namespace vim::vmm::memory

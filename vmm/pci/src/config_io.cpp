@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 constexpr std::uint64_t kDataOffset = 4;
@@ -58,4 +58,4 @@ void ConfigIo::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     }
 }
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -6,7 +6,7 @@
 
 #include "vmm/sys/hex.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using sys::hex;
@@ -152,4 +152,4 @@ void ConfigSpace::report_status_errors(std::uint16_t bits) {
                                           << 16;
 }
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 constexpr std::uint8_t kClassBridge = 0x06;
@@ -33,4 +33,4 @@ void HostBridge::read_bar(std::size_t /*bar*/, std::uint64_t /*offset*/, std::sp
 void HostBridge::write_bar(std::size_t /*bar*/, std::uint64_t /*offset*/,
                            std::span<const std::uint8_t> /*data*/) {}
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -5,7 +5,7 @@
 #include "vmm/pci/config_space.h"
 #include "vmm/pci/pci_device.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // The host bridge's function at 00:00.0: what Linux expects to find first on
 // bus 0. It has no BARs and no interrupt; only its identity matters.
@@ -24,4 +24,4 @@ private:
     ConfigSpace config_;
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -1,6 +1,6 @@
 #include "vmm/pci/intx.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 Intx::Intx(ConfigSpace& config, devices::InterruptLine& line) : line_(line) {
     config.set_interrupt_pin(kInterruptPinA);
@@ -21,4 +21,4 @@ void Intx::sync(const ConfigSpace& config) {
     }
 }
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

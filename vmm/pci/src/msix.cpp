@@ -7,7 +7,7 @@
 
 #include "vmm/sys/hex.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using sys::hex;
@@ -247,4 +247,4 @@ std::uint64_t Msix::read_pba(std::uint64_t offset, std::size_t size) const {
     return bits;
 }
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

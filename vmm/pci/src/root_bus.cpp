@@ -8,7 +8,7 @@
 #include "host_bridge.h"
 #include "vmm/sys/hex.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 namespace {
 
 using sys::hex;
@@ -325,4 +325,4 @@ std::uint64_t RootBus::refused_bar_mappings() const {
     return refused_bar_mappings_;
 }
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

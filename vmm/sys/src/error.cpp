@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <system_error>
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 void throw_errno(const std::string& context) { throw_errno(context, errno); }
 
@@ -11,4 +11,4 @@ void throw_errno(const std::string& context, int error) {
     throw std::system_error(error, std::generic_category(), context);
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

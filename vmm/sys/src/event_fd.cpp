@@ -8,7 +8,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 EventFd::EventFd(const char* what) : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!fd_) {
@@ -27,4 +27,4 @@ void EventFd::drain() noexcept {
     [[maybe_unused]] ssize_t read = ::read(fd_.get(), &value, sizeof value);
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

@@ -7,7 +7,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 namespace {
 
 // The wake-up eventfd's id; sources count from 1.
@@ -164,4 +164,4 @@ void EventLoop::run() {
     }
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

@@ -2,7 +2,7 @@
 
 #include <unistd.h>
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 Fd& Fd::operator=(Fd&& other) noexcept {
     if (this != &other) {
@@ -21,4 +21,4 @@ void Fd::reset(int fd) noexcept {
     fd_ = fd;
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

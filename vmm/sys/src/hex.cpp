@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 std::string hex(std::uint64_t value) {
     char text[24];
@@ -10,4 +10,4 @@ std::string hex(std::uint64_t value) {
     return text;
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

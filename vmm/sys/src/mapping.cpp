@@ -4,7 +4,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 Mapping& Mapping::operator=(Mapping&& other) noexcept {
     if (this != &other) {
@@ -33,4 +33,4 @@ void Mapping::unmap() noexcept {
     }
 }
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

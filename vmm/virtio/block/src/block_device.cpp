@@ -12,7 +12,7 @@
 
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 std::array<std::uint8_t, kIdBytes> id_from_serial(const std::string& serial) {
@@ -21,7 +21,7 @@ std::array<std::uint8_t, kIdBytes> id_from_serial(const std::string& serial) {
     return id;
 }
 
-Config config_for(const DiskImage& disk) {
+Config config_for(const DiskImage& disk, unsigned queue_count) {
     Config config{};
     config.capacity = disk.size() / kSectorSize;
     config.seg_max = BlockDevice::kMaxDataSegments;
@@ -29,7 +29,7 @@ Config config_for(const DiskImage& disk) {
     // Writes wait in the host's page cache (or the disk's) until a FLUSH. The
     // field only counts with CONFIG_WCE, and then says the same.
     config.writeback = 1;
-    config.num_queues = 1;
+    config.num_queues = static_cast<std::uint16_t>(queue_count);
     config.max_discard_sectors = BlockDevice::kMaxRangeSectors;
     config.max_discard_seg = BlockDevice::kMaxRangeSegments;
     config.discard_sector_alignment = disk.logical_block_size() / static_cast<std::uint32_t>(kSectorSize);
@@ -50,13 +50,23 @@ std::uint32_t written_for(const BlockRequest& request) {
     return static_cast<std::uint32_t>((data_written ? request.data_length : 0) + 1);
 }
 
+unsigned checked_queue_count(unsigned queue_count) {
+    if (queue_count == 0 || queue_count > BlockDevice::kMaxQueues) {
+        throw std::invalid_argument("virtio-blk: " + std::to_string(queue_count) + " queues; it takes 1 to " +
+                                    std::to_string(BlockDevice::kMaxQueues));
+    }
+    return queue_count;
+}
+
 }  // namespace
 
-BlockDevice::BlockDevice(DiskImage disk, std::string serial, EngineFactory engine_factory)
+BlockDevice::BlockDevice(DiskImage disk, std::string serial, unsigned queue_count,
+                         EngineFactory engine_factory)
     : disk_(std::move(disk)),
       id_(id_from_serial(serial)),
+      queue_count_(checked_queue_count(queue_count)),
       engine_factory_(std::move(engine_factory)),
-      config_(config_for(disk_)) {}
+      config_(config_for(disk_, queue_count_)) {}
 
 std::string BlockDevice::serial_from_path(const std::string& path) {
     return std::filesystem::path(path).filename().string().substr(0, kIdBytes);
@@ -70,7 +80,14 @@ std::uint64_t BlockDevice::device_features() const {
     if (disk_.read_only()) {
         features |= feature_bit(kFeatureReadOnly);
     }
+    if (queue_count_ > 1) {
+        features |= feature_bit(kFeatureMultiQueue);
+    }
     return features;
+}
+
+std::vector<std::uint16_t> BlockDevice::queue_max_sizes() const {
+    return std::vector<std::uint16_t>(queue_count_, kQueueSize);
 }
 
 void BlockDevice::read_config(std::uint64_t offset, std::span<std::uint8_t> data) {
@@ -85,12 +102,15 @@ void BlockDevice::read_config(std::uint64_t offset, std::span<std::uint8_t> data
 void BlockDevice::write_config(std::uint64_t, std::span<const std::uint8_t>) {}
 
 void BlockDevice::activate(const Activation& activation) {
-    if (activation.queues.size() != 1 || activation.notifications.size() != 1) {
+    if (activation.queues.size() != queue_count_ || activation.notifications.size() != queue_count_) {
         throw std::invalid_argument("virtio-blk: activated with " + std::to_string(activation.queues.size()) +
                                     " queues and " + std::to_string(activation.notifications.size()) +
-                                    " notification fds; it has one queue");
+                                    " notification fds; it has " + std::to_string(queue_count_) + " queues");
     }
     active_.emplace(activation);
+    // Without MQ the driver uses queue 0 alone; the others stay not ready,
+    // and pop() finds nothing on them.
+    queue_service_.assign(queue_count_, QueueService{});
     limits_ = DiskLimits{
         .capacity_sectors = config_.capacity,
         .read_only = disk_.read_only(),
@@ -102,9 +122,9 @@ void BlockDevice::activate(const Activation& activation) {
         .max_write_zeroes_segments = config_.max_write_zeroes_seg,
     };
     try {
-        // The largest queue as depth: a driver's smaller queue fits, and a
+        // The largest queues as depth: a driver's smaller queues fit, and a
         // driver re-offering chains still in flight can have no more at once.
-        EngineSelection selection = engine_factory_(disk_.fd(), kQueueSize);
+        EngineSelection selection = engine_factory_(disk_.fd(), kQueueSize * queue_count_);
         engine_ = std::move(selection.engine);
         std::lock_guard lock(engine_info_mutex_);
         engine_name_ = engine_->name();
@@ -124,15 +144,21 @@ void BlockDevice::activate(const Activation& activation) {
     active_->loop.add(engine_->completion_fd(), EPOLLIN, [this](std::uint32_t) { reap_completions(); });
     // Level-triggered, so a notification that came before activation (the
     // eventfd still counts it) is served at once.
-    active_->loop.add(active_->notifications[kRequestQueue], EPOLLIN,
-                      [this](std::uint32_t) { serve_notification(); });
+    for (std::size_t queue = 0; queue < queue_count_; ++queue) {
+        active_->loop.add(active_->notifications[queue], EPOLLIN,
+                          [this, queue](std::uint32_t) { serve_notification(queue); });
+    }
 }
 
 void BlockDevice::reset() {
     if (!active_) {
         return;
     }
-    active_->loop.remove(active_->notifications[kRequestQueue]);
+    for (std::size_t queue = 0; queue < queue_count_; ++queue) {
+        if (!queue_service_[queue].broken) {  // a broken queue left the loop already
+            active_->loop.remove(active_->notifications[queue]);
+        }
+    }
     if (engine_) {
         active_->loop.remove(engine_->completion_fd());
         // Waits for the kernel to let go of guest memory; only then may the
@@ -141,66 +167,67 @@ void BlockDevice::reset() {
     }
     in_flight_.clear();
     counters_.in_flight = 0;
-    queue_broken_ = false;
-    waiting_for_engine_room_ = false;
+    queue_service_.clear();
     active_.reset();
 }
 
-void BlockDevice::serve_notification() {
+void BlockDevice::serve_notification(std::size_t queue) {
     eventfd_t count;
     // Fails only on a counter already drained (the fd is non-blocking); either
     // way it is now 0 and the queue is served below.
-    (void)::eventfd_read(active_->notifications[kRequestQueue], &count);
-    serve_queue();
+    (void)::eventfd_read(active_->notifications[queue], &count);
+    serve_queue(queue);
     finish_turn();
 }
 
-void BlockDevice::serve_queue() {
-    if (queue_broken_) {
+void BlockDevice::serve_queue(std::size_t queue) {
+    QueueService& service = queue_service_[queue];
+    if (service.broken) {
         return;
     }
-    Queue& queue = active_->queues[kRequestQueue];
+    Queue& ring = active_->queues[queue];
     memory::GuestMemory& memory = active_->memory;
-    waiting_for_engine_room_ = false;
+    service.waiting_for_engine_room = false;
     std::size_t budget = kQueueSize;
     try {
-        queue.disable_notification(memory);
+        ring.disable_notification(memory);
         do {
             for (;;) {
                 if (engine_->in_flight() >= engine_->queue_depth()) {
                     // Notifications stay off; reap_completions() comes back
                     // here once a completion has made room.
-                    waiting_for_engine_room_ = true;
+                    service.waiting_for_engine_room = true;
                     return;
                 }
                 if (budget == 0) {
                     // Chains may be left: come back once the loop's other
                     // sources have had their turn, through our own
                     // level-triggered notification.
-                    (void)::eventfd_write(active_->notifications[kRequestQueue], 1);
+                    (void)::eventfd_write(active_->notifications[queue], 1);
                     return;
                 }
                 --budget;
-                if (!serve_next_chain()) {
+                if (!serve_next_chain(queue)) {
                     break;
                 }
             }
-        } while (queue.enable_notification(memory));
+        } while (ring.enable_notification(memory));
     } catch (const QueueBrokenError&) {
-        break_queue();
+        break_queue(queue);
     }
 }
 
-bool BlockDevice::serve_next_chain() {
-    Queue& queue = active_->queues[kRequestQueue];
+bool BlockDevice::serve_next_chain(std::size_t queue) {
+    Queue& ring = active_->queues[queue];
     memory::GuestMemory& memory = active_->memory;
     std::optional<DescriptorChain> chain;
     try {
-        chain = queue.pop(memory);
+        chain = ring.pop(memory);
     } catch (const InvalidChainError& error) {
         // pop() cannot say where the status byte would be: 0 bytes, and the queue goes on.
         ++counters_.bad_chains;
-        queue.add_used(memory, error.head(), 0);
+        ring.add_used(memory, error.head(), 0);
+        queue_service_[queue].used_added = true;
         return true;
     }
     if (!chain) {
@@ -208,17 +235,18 @@ bool BlockDevice::serve_next_chain() {
     }
     DecodedRequest decoded = decode_request(*chain, memory, limits_);
     if (auto* request = std::get_if<BlockRequest>(&decoded)) {
-        start(std::move(*chain), std::move(*request));
+        start(queue, std::move(*chain), std::move(*request));
     } else if (const auto* refused = std::get_if<RefusedRequest>(&decoded)) {
-        answer(*chain, refused->status, 1);
+        answer(queue, *chain, refused->status, 1);
     } else {
         ++counters_.bad_chains;
-        queue.add_used(memory, chain->head, 0);
+        ring.add_used(memory, chain->head, 0);
+        queue_service_[queue].used_added = true;
     }
     return true;
 }
 
-void BlockDevice::start(DescriptorChain chain, BlockRequest request) {
+void BlockDevice::start(std::size_t queue, DescriptorChain chain, BlockRequest request) {
     count_request(request.type);
     if (request.type == RequestType::GetId) {
         std::size_t done = 0;
@@ -226,18 +254,19 @@ void BlockDevice::start(DescriptorChain chain, BlockRequest request) {
             active_->memory.write(piece.address, std::span(id_).subspan(done, piece.length));
             done += piece.length;
         }
-        answer(chain, Status::Ok, written_for(request));
+        answer(queue, chain, Status::Ok, written_for(request));
         return;
     }
     if ((request.type == RequestType::Discard || request.type == RequestType::WriteZeroes) &&
         request.ranges.empty()) {
-        answer(chain, Status::Ok, written_for(request));  // only empty segments: nothing to do
+        answer(queue, chain, Status::Ok, written_for(request));  // only empty segments: nothing to do
         return;
     }
     const std::uint64_t id = next_request_id_++;
-    const auto entry = in_flight_.emplace(id, InFlightRequest{std::move(chain), std::move(request)}).first;
+    const auto entry =
+        in_flight_.emplace(id, InFlightRequest{queue, std::move(chain), std::move(request)}).first;
     if (!enqueue_next(id, entry->second)) {
-        answer(entry->second.chain, Status::IoError, written_for(entry->second.request));
+        answer(queue, entry->second.chain, Status::IoError, written_for(entry->second.request));
         in_flight_.erase(entry);
     }
     counters_.in_flight = in_flight_.size();
@@ -298,8 +327,10 @@ void BlockDevice::reap_completions() {
         finish_operation(*completion);
     }
     counters_.in_flight = in_flight_.size();
-    if (waiting_for_engine_room_) {
-        serve_queue();
+    for (std::size_t queue = 0; queue < queue_count_; ++queue) {
+        if (queue_service_[queue].waiting_for_engine_room) {
+            serve_queue(queue);
+        }
     }
     finish_turn();
 }
@@ -309,11 +340,11 @@ void BlockDevice::finish_operation(const Completion& completion) {
     if (found == in_flight_.end()) {
         return;
     }
-    if (queue_broken_) {
+    InFlightRequest& in_flight = found->second;
+    if (queue_service_[in_flight.queue].broken) {
         in_flight_.erase(found);  // the queue is not to be touched until the driver resets the device
         return;
     }
-    InFlightRequest& in_flight = found->second;
     const BlockRequest& request = in_flight.request;
     Status status = Status::Ok;
     switch (request.type) {
@@ -359,11 +390,12 @@ void BlockDevice::finish_operation(const Completion& completion) {
     case RequestType::GetId:
         break;
     }
-    answer(in_flight.chain, status, written_for(request));
+    answer(in_flight.queue, in_flight.chain, status, written_for(request));
     in_flight_.erase(found);
 }
 
-void BlockDevice::answer(const DescriptorChain& chain, Status status, std::uint32_t written) {
+void BlockDevice::answer(std::size_t queue, const DescriptorChain& chain, Status status,
+                         std::uint32_t written) {
     memory::GuestMemory& memory = active_->memory;
     const auto status_byte = static_cast<std::uint8_t>(status);
     chain.write(memory, chain.writable_length() - 1, {&status_byte, 1});
@@ -372,26 +404,31 @@ void BlockDevice::answer(const DescriptorChain& chain, Status status, std::uint3
     } else if (status == Status::Unsupported) {
         ++counters_.unsupported;
     }
-    active_->queues[kRequestQueue].add_used(memory, chain, written);
+    active_->queues[queue].add_used(memory, chain, written);
+    queue_service_[queue].used_added = true;
 }
 
 void BlockDevice::finish_turn() {
     // One system call for everything this turn enqueued.
     engine_->submit();
-    if (queue_broken_) {
-        return;
-    }
-    if (active_->queues[kRequestQueue].needs_notification(active_->memory)) {
-        active_->interrupt.used_buffers(kRequestQueue);
+    for (std::size_t queue = 0; queue < queue_count_; ++queue) {
+        QueueService& service = queue_service_[queue];
+        if (!service.used_added || service.broken) {
+            continue;
+        }
+        service.used_added = false;
+        if (active_->queues[queue].needs_notification(active_->memory)) {
+            active_->interrupt.used_buffers(queue);
+        }
     }
 }
 
-void BlockDevice::break_queue() {
+void BlockDevice::break_queue(std::size_t queue) {
     // No chain of this queue can be trusted any more: stop popping until the
     // driver resets the device. Requests in flight finish at the engine (the
     // memory stays the guest's until reset) and are dropped.
-    queue_broken_ = true;
-    active_->loop.remove(active_->notifications[kRequestQueue]);
+    queue_service_[queue].broken = true;
+    active_->loop.remove(active_->notifications[queue]);
     active_->interrupt.needs_reset();
 }
 
@@ -433,6 +470,7 @@ nlohmann::json BlockDevice::stats() const {
         {"unsupported", counters_.unsupported.load()},
         {"bad_chains", counters_.bad_chains.load()},
         {"in_flight", counters_.in_flight.load()},
+        {"queues", queue_count_},
     };
     std::lock_guard lock(engine_info_mutex_);
     stats["engine"] = engine_name_;
@@ -443,4 +481,4 @@ nlohmann::json BlockDevice::stats() const {
     return stats;
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -11,7 +11,7 @@
 
 #include "vmm/sys/error.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 constexpr std::uint32_t kSectorSize = 512;
@@ -88,4 +88,4 @@ DiskImage DiskImage::open(const std::string& path, DiskOptions options) {
     return image;
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

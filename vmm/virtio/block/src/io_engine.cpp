@@ -3,7 +3,7 @@
 #include "vmm/virtio/block/io_uring_engine.h"
 #include "vmm/virtio/block/sync_engine.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 EngineSelection make_engine(int fd, unsigned queue_depth) {
     try {
@@ -13,4 +13,4 @@ EngineSelection make_engine(int fd, unsigned queue_depth) {
     }
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

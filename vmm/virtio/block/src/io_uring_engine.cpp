@@ -12,7 +12,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/event_fd.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 std::string setup_failure(int error) {
@@ -242,4 +242,4 @@ std::unique_ptr<IoEngine> make_io_uring_engine(int fd, unsigned queue_depth) {
     return std::make_unique<IoUringEngine>(fd, queue_depth);
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -6,7 +6,7 @@
 
 #include "vmm/virtio/block/protocol.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 static_assert(kIdBytes == VIRTIO_BLK_ID_BYTES);
 static_assert(kFeatureSegMax == VIRTIO_BLK_F_SEG_MAX);
@@ -59,4 +59,4 @@ VIM_SAME_OFFSET(max_secure_erase_seg, max_secure_erase_seg);
 VIM_SAME_OFFSET(secure_erase_sector_alignment, secure_erase_sector_alignment);
 #undef VIM_SAME_OFFSET
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 // The pieces of `buffers`, read as one stream, from `offset` for `length` bytes.
@@ -147,4 +147,4 @@ DecodedRequest decode_request(const DescriptorChain& chain, const memory::GuestM
     return unsupported("unknown request type");
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

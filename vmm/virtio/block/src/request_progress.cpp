@@ -12,7 +12,7 @@
 
 #include "vmm/sys/mapping.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 constexpr std::uint64_t kZeroChunk = 1 << 20;
@@ -177,4 +177,4 @@ std::optional<std::uint32_t> RequestSlots::acquire() noexcept {
     return index;
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -8,7 +8,7 @@
 
 #include "vmm/virtio/block/io_engine.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // How an engine zeroes a range. It only moves down the list, when the filesystem refuses a method.
 enum class ZeroingMethod { ZeroRange, PunchHole, Writes };
@@ -77,4 +77,4 @@ private:
     std::vector<std::uint32_t> free_;
 };
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

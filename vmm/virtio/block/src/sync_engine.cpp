@@ -10,7 +10,7 @@
 #include "request_progress.h"
 #include "vmm/sys/event_fd.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 namespace {
 
 // The call's result as io_uring reports it: bytes, or -errno.
@@ -113,4 +113,4 @@ std::unique_ptr<IoEngine> make_sync_engine(int fd, unsigned queue_depth) {
     return std::make_unique<SyncEngine>(fd, queue_depth);
 }
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

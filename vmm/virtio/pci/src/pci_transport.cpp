@@ -5,7 +5,7 @@
 
 #include "vmm/sys/hex.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 constexpr std::uint16_t kVirtioVendorId = 0x1af4;
@@ -500,4 +500,4 @@ nlohmann::json PciTransport::stats() const {
     return result;
 }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

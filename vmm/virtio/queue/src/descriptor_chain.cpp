@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 std::uint64_t total_length(const std::vector<GuestBuffer>& buffers) {
@@ -84,4 +84,4 @@ void DescriptorChain::mark_written(memory::GuestMemory& memory, std::uint64_t le
     });
 }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

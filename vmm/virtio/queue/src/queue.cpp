@@ -7,7 +7,7 @@
 #include "ring_access.h"
 #include "vmm/sys/hex.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 using memory::GuestAddress;
@@ -309,4 +309,4 @@ bool Queue::enable_notification(GuestMemory& memory) {
     return load_ring_field(memory, state_.avail_ring + AvailRing::kIdx) != state_.next_avail;
 }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -5,7 +5,7 @@
 
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // The ring indices and flags are 16-bit fields one side writes while the
 // other reads. Each is accessed once, whole, as an atomic, so the compiler
@@ -26,4 +26,4 @@ inline void store_ring_field(memory::GuestMemory& memory, memory::GuestAddress a
     std::atomic_ref<std::uint16_t>(field).store(value, std::memory_order_relaxed);
 }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

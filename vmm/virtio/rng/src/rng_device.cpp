@@ -10,7 +10,7 @@
 
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 namespace {
 
 // Fills `out` from the host's entropy pool as far as it can; returns how many
@@ -156,4 +156,4 @@ nlohmann::json RngDevice::stats() const {
     return {{"requests", requests_.load()}, {"bytes", bytes_.load()}, {"errors", errors_.load()}};
 }
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -4,7 +4,7 @@
 
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 
 // Writes an Intel MultiProcessor Specification 1.4 table describing the same
 // machine as the ACPI tables: vCPUs with APIC IDs 0..n-1 (vCPU 0 boots), the
@@ -19,4 +19,4 @@ namespace vmm::acpi {
 // and memory::GuestMemoryError if those addresses are not guest RAM.
 void write_mp_table(memory::GuestMemory& memory, std::uint32_t vcpu_count);
 
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

@@ -4,7 +4,7 @@
 
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::acpi {
+namespace vim::vmm::acpi {
 
 // The MADT gives every vCPU an 8-bit xAPIC ID 0..n-1 and the I/O APIC ID n;
 // 255 is the broadcast ID.
@@ -20,4 +20,4 @@ inline constexpr std::uint32_t kMaxVcpus = 254;
 // memory::GuestMemoryError if that area is not guest RAM.
 void write_acpi_tables(memory::GuestMemory& memory, std::uint32_t vcpu_count);
 
-}  // namespace vmm::acpi
+}  // namespace vim::vmm::acpi

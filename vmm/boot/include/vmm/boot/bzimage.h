@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 // loadflags bits.
 inline constexpr std::uint8_t kLoadedHigh = 0x01;
@@ -66,4 +66,4 @@ private:
     std::uint64_t header_end_ = 0;
 };
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

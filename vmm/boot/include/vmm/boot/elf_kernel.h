@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 // One PT_LOAD program header: `file_size` bytes at `file_offset` go to the
 // guest-physical `address`; the rest of `memory_size` is zero.
@@ -61,4 +61,4 @@ private:
     std::uint64_t file_end_ = 0;
 };
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

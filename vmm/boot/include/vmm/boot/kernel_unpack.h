@@ -13,7 +13,7 @@
 
 #include "vmm/boot/bzimage.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 // Refuses to produce more than this: a bound on what a hostile image can make
 // the unpacker allocate. Distribution kernels unpack to under 100 MiB.
@@ -26,4 +26,4 @@ inline constexpr std::uint64_t kMaxUnpackedKernelSize = 1ull << 30;
 // loadable ELF kernel.
 std::vector<std::uint8_t> unpack_bzimage(const BzImage& image);
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-namespace vmm::boot::layout {
+namespace vim::vmm::boot::layout {
 
 // Low memory, all below 1 MiB.
 inline constexpr std::uint64_t kGdtAddress = 0x500;
@@ -76,4 +76,4 @@ inline constexpr std::uint8_t kI8042AuxIrq = 12;  // the PS/2 mouse port
 inline constexpr std::uint16_t kCmosPort = 0x70;
 inline constexpr std::uint8_t kIoapicPins = 24;
 
-}  // namespace vmm::boot::layout
+}  // namespace vim::vmm::boot::layout

@@ -14,7 +14,7 @@
 #include "vmm/boot/elf_kernel.h"
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 struct BootInfo {
     std::uint64_t entry_point;          // the kernel's 64-bit entry: rip of the boot vCPU
@@ -47,4 +47,4 @@ BootInfo load_linux(memory::GuestMemory& memory, const ElfKernel& kernel, std::s
 std::uint64_t place_initrd(std::uint64_t initrd_size, std::uint64_t kernel_end, std::uint64_t initrd_addr_max,
                            std::uint64_t ram_end_below_4g);
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

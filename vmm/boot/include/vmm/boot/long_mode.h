@@ -10,7 +10,7 @@
 #include "vmm/kvm/x86_state.h"
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 // The selectors the 64-bit boot protocol requires (__BOOT_CS and __BOOT_DS).
 inline constexpr std::uint16_t kBootCodeSelector = 0x10;
@@ -32,4 +32,4 @@ kvm::Registers boot_registers(std::uint64_t entry_point, std::uint64_t boot_para
 // The x87 and SSE control words as after FNINIT and a reset of MXCSR.
 kvm::FpuState boot_fpu_state();
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

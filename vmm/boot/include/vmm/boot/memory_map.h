@@ -8,7 +8,7 @@
 
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::boot {
+namespace vim::vmm::boot {
 
 enum class E820Type : std::uint32_t {
     Ram = 1,
@@ -34,4 +34,4 @@ std::vector<memory::RegionLayout> ram_layout(std::uint64_t ram_size);
 // for PCI windows in the gaps of the e820 map.
 std::vector<E820Entry> e820_map(std::span<const memory::RegionLayout> ram);
 
-}  // namespace vmm::boot
+}  // namespace vim::vmm::boot

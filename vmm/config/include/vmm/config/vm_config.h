@@ -1,12 +1,13 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace vmm::config {
+namespace vim::vmm::config {
 
 // A configuration the user got wrong: the message names the flag and the
 // problem; the process exits with code 2 before anything starts.
@@ -29,6 +30,21 @@ struct DiskConfig {
     bool operator==(const DiskConfig&) const = default;
 };
 
+// One --net: a virtio-net device on a tap interface.
+struct NetConfig {
+    std::string tap;                                 // created when it does not exist
+    std::optional<std::array<std::uint8_t, 6>> mac;  // nullopt: one derived from the tap's name
+    std::string bridge;                              // empty: none
+    std::optional<std::uint16_t> mtu;                // nullopt: the tap's
+    bool operator==(const NetConfig&) const = default;
+};
+
+// Every VM has a memory balloon; these say what it offers the guest.
+struct BalloonConfig {
+    bool free_page_reporting = true;  // the guest hands back memory it frees, unasked
+    bool deflate_on_oom = true;       // the guest may take pages back rather than run out
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;  // empty: none
@@ -38,6 +54,8 @@ struct VmConfig {
     SerialConfig serial;
     std::string api_socket;  // empty: none
     std::vector<DiskConfig> disks;
+    std::vector<NetConfig> nets;
+    BalloonConfig balloon;
 };
 
 // What the host allows, looked up once so validation itself is pure.
@@ -54,6 +72,15 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv);
 // flag and the part that is wrong.
 DiskConfig parse_disk(const std::string& text);
 
+// "free_page_reporting=on|off[,deflate_on_oom=on|off]" (either or both).
+// Throws UsageError naming the flag and the part that is wrong.
+BalloonConfig parse_balloon(const std::string& text);
+
+// "tap=NAME[,mac=MAC][,bridge=BR][,mtu=N]". Throws UsageError naming the
+// flag and the part that is wrong: a bad interface name, a MAC that is not
+// six hex bytes or is multicast or zero, an MTU outside 68-65535.
+NetConfig parse_net(const std::string& text);
+
 // "512M", "2G", "1048576K", "256" (MiB, as QEMU reads -m). Throws UsageError.
 std::uint64_t parse_memory_size(const std::string& text);
 
@@ -64,4 +91,4 @@ void validate(const VmConfig& config, const HostLimits& limits);
 // The host's limits: RAM from /proc/meminfo, vCPUs from KVM.
 HostLimits host_limits(std::uint32_t kvm_max_vcpus);
 
-}  // namespace vmm::config
+}  // namespace vim::vmm::config

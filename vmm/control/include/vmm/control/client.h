@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 // Connects to the control socket at socket_path, sends request as one line and
 // returns the reply object, whether "ok" is true or false. Throws
@@ -14,4 +14,4 @@ namespace vmm::control {
 nlohmann::json send_command(const std::string& socket_path, const nlohmann::json& request,
                             std::chrono::milliseconds timeout);
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 // Thrown by a command function to refuse the request; the client gets
 // {"ok": false, "error": <message>}, so the message must name what is wrong.
@@ -26,4 +26,4 @@ using CommandFunction = std::function<nlohmann::json(const nlohmann::json& reque
 // Commands by name. std::less<> lets the server look names up without copying.
 using CommandTable = std::map<std::string, CommandFunction, std::less<>>;
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

@@ -11,7 +11,7 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::control {
+namespace vim::vmm::control {
 
 class Connection;
 class ListeningSocket;
@@ -95,4 +95,4 @@ private:
     std::vector<std::unique_ptr<Connection>> connections_;
 };
 
-}  // namespace vmm::control
+}  // namespace vim::vmm::control

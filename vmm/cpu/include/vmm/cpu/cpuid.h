@@ -6,7 +6,7 @@
 
 #include "vmm/kvm/x86_state.h"
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 
 // xAPIC IDs are 8 bits wide and 255 is the broadcast ID, so vCPU indices
 // 0..254 are the ones a guest can address.
@@ -20,4 +20,4 @@ inline constexpr std::uint32_t kMaxVcpus = 255;
 std::vector<kvm::CpuidEntry> cpuid_for_vcpu(std::span<const kvm::CpuidEntry> supported,
                                             std::uint32_t vcpu_index, std::uint32_t vcpu_count);
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

@@ -4,7 +4,7 @@
 
 #include "vmm/kvm/x86_state.h"
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 
 // Offsets of the local vector table's LINT entries in the LAPIC register page.
 inline constexpr std::uint32_t kLapicLvtLint0 = 0x350;
@@ -18,4 +18,4 @@ inline constexpr std::uint32_t kLapicDeliveryModeExtInt = 0b111;
 // KVM_GET_LAPIC returned, to be written back with KVM_SET_LAPIC.
 void configure_lint(kvm::LapicState& lapic);
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

@@ -5,7 +5,7 @@
 
 #include "vmm/kvm/x86_state.h"
 
-namespace vmm::cpu {
+namespace vim::vmm::cpu {
 
 inline constexpr std::uint32_t kMsrIa32Tsc = 0x10;
 inline constexpr std::uint32_t kMsrIa32SysenterCs = 0x174;
@@ -27,4 +27,4 @@ inline constexpr std::uint64_t kMtrrTypeWriteBack = 6;
 // KVM_SET_MSRS before the first KVM_RUN.
 std::vector<kvm::MsrEntry> boot_msrs();
 
-}  // namespace vmm::cpu
+}  // namespace vim::vmm::cpu

@@ -8,7 +8,7 @@
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // The ACPI PM1a fixed-hardware registers the FADT points at. They are two
 // separate blocks at addresses the FADT gives independently, so they are two
@@ -64,4 +64,4 @@ private:
     std::uint16_t control_ = 0;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -11,7 +11,7 @@
 
 #include "vmm/devices/bus_device.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // Routes the guest's accesses in one address space (port I/O or MMIO) to the
 // device that owns the address. Ranges can be added, removed and moved while
@@ -84,4 +84,4 @@ private:
     std::atomic<std::uint64_t> unhandled_writes_{0};
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

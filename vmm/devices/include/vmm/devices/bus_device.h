@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <span>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // A device on a bus (port I/O or MMIO). `offset` is relative to the start of
 // the range the device was registered at; accesses are 1, 2, 4 or 8 bytes.
@@ -16,4 +16,4 @@ public:
     virtual void write(std::uint64_t offset, std::span<const std::uint8_t> data) = 0;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

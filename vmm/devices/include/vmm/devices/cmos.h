@@ -9,7 +9,7 @@
 
 #include "vmm/devices/bus_device.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // The PC's CMOS RAM and real-time clock (an MC146818), at an index port and a
 // data port (0x70 and 0x71 on a PC); the index's bit 7 is the NMI mask, which
@@ -56,4 +56,4 @@ private:
     std::uint8_t index_ = 0;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -12,7 +12,7 @@
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // The PC keyboard controller (i8042) with an AT keyboard behind it. It exists
 // for two things: the guest resets the machine through it, and the host asks
@@ -106,4 +106,4 @@ private:
     bool keyboard_scanning_ = true;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

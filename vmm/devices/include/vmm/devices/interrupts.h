@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // An interrupt wire from a device to the interrupt controller, driven like a
 // level: high while an interrupt is pending, low once the guest has dealt with
@@ -41,4 +41,4 @@ public:
     virtual void trigger(std::size_t vector) = 0;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

@@ -10,7 +10,7 @@
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
 
-namespace vmm::devices {
+namespace vim::vmm::devices {
 
 // A 16550A UART wired as on a PC: eight consecutive ports, one interrupt line
 // gated by the modem-control OUT2 bit. Transmission is immediate (the
@@ -82,4 +82,4 @@ private:
     bool interrupt_level_ = false;
 };
 
-}  // namespace vmm::devices
+}  // namespace vim::vmm::devices

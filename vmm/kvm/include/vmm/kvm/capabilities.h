@@ -4,7 +4,7 @@
 #include <string_view>
 #include <vector>
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 struct CapabilityStatus {
     std::string_view name;  // e.g. "KVM_CAP_IRQCHIP"
@@ -21,4 +21,4 @@ std::vector<CapabilityStatus> capability_report(const std::function<int(int)>& q
 // is 0, e.g. "KVM capability KVM_CAP_IRQFD (32) is not supported by this kernel".
 void require_capabilities(const std::vector<CapabilityStatus>& report);
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

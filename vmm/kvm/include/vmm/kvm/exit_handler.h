@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <span>
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 // What the VMM supplies to handle a vCPU's port-I/O and MMIO exits. The KVM
 // layer splits string I/O (rep ins/outs) into one call per element, so a
@@ -18,4 +18,4 @@ public:
     virtual void mmio_write(std::uint64_t address, std::span<const std::uint8_t> data) = 0;
 };
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -8,7 +8,7 @@
 #include "vmm/kvm/x86_state.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 // The KVM system fd: the only way to make a VM.
 class Kvm {
@@ -16,6 +16,9 @@ public:
     // Opens `device`, checks the API version and every required capability;
     // throws naming the first one missing.
     static Kvm open(const std::string& device = "/dev/kvm");
+    // Opens `device` and checks nothing more, for reporting what a host offers
+    // (hwprobe) rather than running a VM on it; throws only when the open fails.
+    static Kvm open_unchecked(const std::string& device = "/dev/kvm");
 
     Kvm(Kvm&&) noexcept = default;
     Kvm& operator=(Kvm&&) noexcept = default;
@@ -35,6 +38,14 @@ public:
     std::vector<CpuidEntry> supported_cpuid() const;
     // The most vCPUs one VM may have.
     int max_vcpus() const;
+    // KVM_CAP_NR_VCPUS: the vCPUs per VM the kernel recommends (about the host's CPU count).
+    int recommended_vcpus() const;
+    // KVM_GET_API_VERSION.
+    int api_version() const;
+    // The largest dirty ring, in bytes, that KVM_CAP_DIRTY_LOG_RING (and its
+    // acquire/release flavour, which weakly ordered hosts need) accepts; 0 when absent.
+    int dirty_ring_max_bytes() const;
+    int dirty_ring_acquire_release_max_bytes() const;
 
 private:
     explicit Kvm(sys::Fd fd) noexcept : fd_(std::move(fd)) {}
@@ -42,4 +53,4 @@ private:
     sys::Fd fd_;
 };
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -10,7 +10,7 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/mapping.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 // Why Vcpu::run() returned. Port I/O and MMIO have already been handed to the
 // ExitHandler when run() returns them. Exits the guest cannot recover from
@@ -71,4 +71,4 @@ private:
     std::uint32_t id_;
 };
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -8,7 +8,7 @@
 #include "vmm/kvm/vcpu.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 inline constexpr std::uint64_t kPageSize = 4096;
 
@@ -110,4 +110,4 @@ private:
     std::map<std::uint32_t, std::uint64_t> slot_sizes_;
 };
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

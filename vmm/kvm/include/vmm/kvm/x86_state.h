@@ -8,7 +8,7 @@
 #include <array>
 #include <cstdint>
 
-namespace vmm::kvm {
+namespace vim::vmm::kvm {
 
 struct Registers {
     std::uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
@@ -74,4 +74,4 @@ struct LapicState {
     std::array<std::uint8_t, 1024> registers;
 };
 
-}  // namespace vmm::kvm
+}  // namespace vim::vmm::kvm

@@ -4,7 +4,7 @@
 
 #include "vmm/config/vm_config.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // One virtual machine: KVM VM, guest RAM, the booted kernel, legacy devices,
 // vCPU threads, console and control socket.
@@ -29,4 +29,4 @@ private:
     std::unique_ptr<Parts> parts_;
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -13,7 +13,7 @@
 
 #include "vmm/kvm/vcpu.h"
 
-namespace vmm::machine {
+namespace vim::vmm::machine {
 
 // Exits each vCPU took, by kind (indexed by kvm::VcpuExit).
 struct ExitCounts {
@@ -83,4 +83,4 @@ private:
     std::atomic<bool> attention_ = false;  // pause or stop asked; read on the hot path
 };
 
-}  // namespace vmm::machine
+}  // namespace vim::vmm::machine

@@ -12,7 +12,7 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/mapping.h"
 
-namespace vmm::memory {
+namespace vim::vmm::memory {
 
 using GuestAddress = std::uint64_t;
 inline constexpr std::uint64_t kPageSize = 4096;
@@ -92,6 +92,32 @@ public:
     // per page; clears them. Safe against concurrent mark_dirty().
     std::vector<std::uint64_t> take_dirty_pages(std::size_t index);
 
+    // Gives the pages of [address, address + length) back to the host (a
+    // balloon's pages, free pages the guest reported): a hole punched in the
+    // memfd, as MADV_DONTNEED does not free the pages of a shared memfd. They
+    // read as zero and cost nothing until written again. Memory made by over()
+    // has no file: its bytes are zeroed in place. The range must be
+    // page-aligned and inside one region (GuestMemoryError otherwise); a
+    // refusal by the kernel throws std::system_error.
+    //
+    // The pages are marked dirty, as their contents changed and a migration
+    // must send them again, and discarded: it may send them as zero pages
+    // without reading them (reading a hole would allocate a page again).
+    void discard(GuestAddress address, std::uint64_t length);
+    // Whether the page holding `address` was discarded and has not been
+    // written since, as far as this object knows: mark_dirty() (the VMM's
+    // writes) and clear_discarded() (the guest's) end it. Throws
+    // GuestMemoryError outside guest RAM.
+    bool discarded(GuestAddress address) const;
+    // The discarded pages of region `index`, one bit per page, as
+    // take_dirty_pages() lays them out; leaves them as they are.
+    std::vector<std::uint64_t> discarded_pages(std::size_t index) const;
+    // The guest wrote the pages set in `pages` (one bit per page of region
+    // `index`, as KVM's dirty log gives them): they hold data again. Dirty
+    // tracking calls this with each dirty log before it consults
+    // discarded_pages(), so a page written after its discard is read and sent.
+    void clear_discarded(std::size_t index, std::span<const std::uint64_t> pages);
+
     // Whether the host's transparent huge pages can back shared memory (its
     // /sys/kernel/mm/transparent_hugepage/shmem_enabled is not never/deny).
     static bool huge_pages_possible();
@@ -109,6 +135,7 @@ private:
     std::vector<sys::Mapping> mappings_;
     std::vector<Region> regions_;
     std::vector<std::unique_ptr<std::atomic<std::uint64_t>[]>> dirty_;
+    std::vector<std::unique_ptr<std::atomic<std::uint64_t>[]>> discarded_;
 };
 
-}  // namespace vmm::memory
+}  // namespace vim::vmm::memory

@@ -8,7 +8,7 @@
 #include "vmm/devices/bus_device.h"
 #include "vmm/pci/root_bus.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // Configuration mechanism #1 on the port-I/O bus: CONFIG_ADDRESS, a dword at
 // 0xcf8 (enable bit 31, bus, device, function, register), then CONFIG_DATA at
@@ -41,4 +41,4 @@ private:
     std::atomic<std::uint32_t> address_{0};
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

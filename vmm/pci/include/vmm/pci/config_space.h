@@ -6,7 +6,7 @@
 #include <span>
 #include <string>
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // Conventional PCI's 256 bytes. Linux reaches a function through
 // configuration mechanism #1 and looks no further unless it finds a PCI
@@ -129,4 +129,4 @@ private:
     std::size_t last_capability_ = 0;
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -3,7 +3,7 @@
 #include "vmm/devices/interrupts.h"
 #include "vmm/pci/config_space.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // A function's INTA# wire. The device states its interrupt condition; the
 // status register's interrupt bit shows it to the guest, and the wire goes
@@ -27,4 +27,4 @@ private:
     bool level_ = false;
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -10,7 +10,7 @@
 #include "vmm/devices/interrupts.h"
 #include "vmm/pci/config_space.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // Where an MSI-X structure (the table or the PBA) lies: a BAR and the offset
 // in it, 8-byte aligned.
@@ -99,4 +99,4 @@ private:
     bool function_masked_ = false;
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

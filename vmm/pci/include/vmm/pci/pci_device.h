@@ -5,7 +5,7 @@
 #include <optional>
 #include <span>
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // A PCI function as the root bus sees it: its configuration space and its
 // BARs. Most devices keep a ConfigSpace (with Msix and Intx beside it) under
@@ -43,4 +43,4 @@ public:
                            std::optional<std::uint64_t> /*to*/) {}
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -14,7 +14,7 @@
 #include "vmm/pci/config_space.h"
 #include "vmm/pci/pci_device.h"
 
-namespace vmm::pci {
+namespace vim::vmm::pci {
 
 // A function's place in configuration space, as mechanism #1's CONFIG_ADDRESS
 // (or ECAM) names it.
@@ -127,4 +127,4 @@ private:
     std::uint64_t refused_bar_mappings_ = 0;
 };
 
-}  // namespace vmm::pci
+}  // namespace vim::vmm::pci

@@ -2,7 +2,7 @@
 
 #include "vmm/sys/fd.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 // A non-blocking eventfd used to wake a thread sleeping in poll().
 class EventFd {
@@ -19,4 +19,4 @@ private:
     Fd fd_;
 };
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

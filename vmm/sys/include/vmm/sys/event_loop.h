@@ -13,7 +13,7 @@
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/fd.h"
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 // One epoll loop for a thread's sources: the console, the control socket,
 // virtqueue notifications, disk completions. Handlers run on the loop's
@@ -79,4 +79,4 @@ private:
     bool parked_ = false;
 };
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 // Sole owner of a file descriptor. A moved-from Fd holds -1, so the
 // descriptor is closed exactly once whatever path the owner takes.
@@ -28,4 +28,4 @@ private:
     int fd_ = -1;
 };
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

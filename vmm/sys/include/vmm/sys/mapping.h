@@ -5,7 +5,7 @@
 #include <span>
 #include <utility>
 
-namespace vmm::sys {
+namespace vim::vmm::sys {
 
 // Sole owner of an mmap()ed range; unmapped once, on destruction.
 class Mapping {
@@ -36,4 +36,4 @@ private:
     std::size_t size_ = 0;
 };
 
-}  // namespace vmm::sys
+}  // namespace vim::vmm::sys

@@ -15,11 +15,13 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/queue.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // Device types (spec 5).
+inline constexpr std::uint32_t kDeviceTypeNet = 1;
 inline constexpr std::uint32_t kDeviceTypeBlock = 2;
 inline constexpr std::uint32_t kDeviceTypeRng = 4;
+inline constexpr std::uint32_t kDeviceTypeBalloon = 5;
 
 // Feature bits every device may offer (spec 6); device-specific ones are 0-23.
 inline constexpr unsigned kFeatureVersion1 = 32;
@@ -92,4 +94,4 @@ public:
     virtual nlohmann::json stats() const = 0;
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -22,7 +22,7 @@
 #include "vmm/virtio/device.h"
 #include "vmm/virtio/queue.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // The virtio 1.x modern PCI transport (spec 4.1) around one VirtioDevice:
 // the vendor-specific capabilities, and one 32-bit memory BAR holding the
@@ -127,4 +127,4 @@ private:
     std::atomic<std::uint64_t> resets_ = 0;
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

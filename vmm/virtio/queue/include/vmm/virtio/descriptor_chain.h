@@ -8,7 +8,7 @@
 
 #include "vmm/memory/guest_memory.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // One buffer of a chain: a guest range that Queue::pop() found inside one
 // guest RAM region.
@@ -55,4 +55,4 @@ struct DescriptorChain {
     void mark_written(memory::GuestMemory& memory, std::uint64_t length) const;
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

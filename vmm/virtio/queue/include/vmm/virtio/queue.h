@@ -9,7 +9,7 @@
 #include "vmm/virtio/descriptor_chain.h"
 #include "vmm/virtio/split_ring.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // Everything a queue is: the registers the driver programmed through the
 // transport and where the device stands in the rings. Guest addresses and
@@ -131,4 +131,4 @@ private:
     QueueState state_;
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

@@ -3,7 +3,7 @@
 #include <bit>
 #include <cstdint>
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // The split virtqueue as virtio 1.x lays it out in guest memory (spec 2.7):
 // a descriptor table, the available ring the driver fills and the used ring
@@ -70,4 +70,4 @@ struct UsedRing {
     static constexpr std::uint64_t size(std::uint16_t queue_size) { return avail_event(queue_size) + 2; }
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio

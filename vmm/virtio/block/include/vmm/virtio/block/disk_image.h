@@ -7,7 +7,7 @@
 
 #include "vmm/sys/fd.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // A disk the vmm refuses to use, with the reason: "disk /img/a.raw: size 1000 is not a multiple
 // of 512". Failed system calls are std::system_error instead ("disk /img/a.raw: open: No such
@@ -53,4 +53,4 @@ private:
     bool block_device_ = false;
 };
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -8,7 +8,7 @@
 #include <span>
 #include <string>
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 enum class Operation {
     Read,         // preadv into `iovecs`
@@ -89,4 +89,4 @@ struct EngineSelection {
 // std::invalid_argument for a queue depth outside 1..kMaxQueueDepth.
 EngineSelection make_engine(int fd, unsigned queue_depth);
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

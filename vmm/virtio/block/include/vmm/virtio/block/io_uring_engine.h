@@ -5,7 +5,7 @@
 
 #include "vmm/virtio/block/io_engine.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // io_uring cannot serve here: the kernel lacks it (ENOSYS) or an operation we need, or a seccomp
 // filter or the sysctl kernel.io_uring_disabled forbids it (EPERM). what() says which.
@@ -20,4 +20,4 @@ public:
 // their memory; a transfer the disk is already doing finishes first. Their completions are lost.
 std::unique_ptr<IoEngine> make_io_uring_engine(int fd, unsigned queue_depth);
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

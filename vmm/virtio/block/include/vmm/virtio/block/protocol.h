@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // Sector numbers and request lengths count 512-byte sectors whatever the
 // disk's block size is.
@@ -20,6 +20,7 @@ inline constexpr unsigned kFeatureSegMax = 2;
 inline constexpr unsigned kFeatureReadOnly = 5;
 inline constexpr unsigned kFeatureBlockSize = 6;
 inline constexpr unsigned kFeatureFlush = 9;
+inline constexpr unsigned kFeatureMultiQueue = 12;
 inline constexpr unsigned kFeatureDiscard = 13;
 inline constexpr unsigned kFeatureWriteZeroes = 14;
 
@@ -88,4 +89,4 @@ struct Config {
 };
 static_assert(sizeof(Config) == 72);
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

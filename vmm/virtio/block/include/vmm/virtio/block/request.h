@@ -9,7 +9,7 @@
 #include "vmm/virtio/block/protocol.h"
 #include "vmm/virtio/descriptor_chain.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // What a request is checked against: the disk, and what the device told the
 // driver in its features and configuration space.
@@ -79,4 +79,4 @@ using DecodedRequest = std::variant<BlockRequest, RefusedRequest, UnanswerableCh
 DecodedRequest decode_request(const DescriptorChain& chain, const memory::GuestMemory& memory,
                               const DiskLimits& limits);
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

@@ -4,7 +4,7 @@
 
 #include "vmm/virtio/block/io_engine.h"
 
-namespace vmm::virtio::block {
+namespace vim::vmm::virtio::block {
 
 // preadv, pwritev, fdatasync and fallocate run in submit() (or next_completion()), on the
 // caller's thread; their completions queue up and completion_fd() is signalled. For tests and for
@@ -12,4 +12,4 @@ namespace vmm::virtio::block {
 // 1..kMaxQueueDepth. Destroying it drops the requests not run yet.
 std::unique_ptr<IoEngine> make_sync_engine(int fd, unsigned queue_depth);
 
-}  // namespace vmm::virtio::block
+}  // namespace vim::vmm::virtio::block

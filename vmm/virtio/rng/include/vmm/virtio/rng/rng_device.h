@@ -9,7 +9,7 @@
 
 #include "vmm/virtio/device.h"
 
-namespace vmm::virtio {
+namespace vim::vmm::virtio {
 
 // The entropy device (spec 5.4): one queue of device-writable buffers, which
 // it fills from the host's getrandom(2). No device features, no configuration
@@ -67,4 +67,4 @@ private:
     std::atomic<std::uint64_t> errors_ = 0;
 };
 
-}  // namespace vmm::virtio
+}  // namespace vim::vmm::virtio
