@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the format check, unit tests under ASan + UBSan, a bounded
-# fuzzing run, then the KVM tests on real KVM (natively on a hardware-KVM
-# host, otherwise inside the QEMU/TCG sandbox), then a smoke run of the block
-# engine's benchmark beside fio.
+# Runs every test: the format check, unit tests and the controller's process
+# tests under ASan + UBSan, a bounded fuzzing run, then, in one sandbox (or
+# natively on a hardware-KVM host), the network-namespace tests and the KVM
+# tests, with a smoke run of the network benchmark; then smoke runs of the
+# other benchmarks.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -12,19 +13,27 @@ scripts/install-deps.sh
 echo "== format (clang-format)"
 scripts/check-format.sh
 
-echo "== unit tests (ASan + UBSan)"
+echo "== unit tests and the controller's process tests (ASan + UBSan)"
 scripts/build.sh build/sanitize -DVIM_SANITIZE=ON
-ctest --test-dir build/sanitize -L unit --output-on-failure -j 2
+ctest --test-dir build/sanitize -L 'unit|controller' --output-on-failure -j 2
 
 echo "== fuzzing (60 s over the virtqueue and block request fuzzers)"
 scripts/fuzz.sh 60
 
-echo "== KVM tests"
+echo "== network-namespace tests, KVM tests, network benchmark smoke run"
 scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release
 # The Debian image the distribution test boots: built once, then cached.
 tests/guest/build-debian-image.sh
-# A sandbox that froze (an emulator fault, see kvm-run) runs them again.
-tests/kvm-sandbox/kvm-run --retries 2 -- ctest --test-dir build/release -L kvm --output-on-failure
+# One sandbox for all (it has the kernel modules for bridges, VLANs and
+# vhost-net that a test's own network namespace needs); a sandbox that froze
+# (an emulator fault, see kvm-run) runs them again.
+tests/kvm-sandbox/kvm-run --retries 2 -- sh -c '
+    ctest --test-dir build/sanitize -L netns --output-on-failure &&
+    ctest --test-dir build/release -L kvm --output-on-failure &&
+    bench/net_compare.py --quick --build build/release'
 
-echo "== benchmark smoke run: our block engine beside fio"
+echo "== benchmark smoke runs: block engine beside fio, hwprobe, placement, controller API"
 bench/block_compare.py --quick --build build/release
+build/release/bench/hwprobe_bench --benchmark_min_time=0.05
+PLACEMENT_BENCH_DIR=/var/tmp build/release/bench/placement_bench --benchmark_min_time=0.05
+bench/controller_compare.py --vimd build/release/controller/vimd/vimd --duration 2 --image-mib 64 --rounds 1
