@@ -22,7 +22,7 @@
 
 namespace {
 
-using vmm::memory::GuestMemory;
+using vim::vmm::memory::GuestMemory;
 using namespace vim::vmm::virtio;
 using namespace vim::vmm::virtio::block;
 

@@ -15,12 +15,12 @@ using vim::fuzz::BlockRequestFuzzHeader;
 using vim::fuzz::bytes;
 using vim::fuzz::Seed;
 using vim::testing::DriverBuffer;
-using vmm::virtio::block::RangeSegment;
-using vmm::virtio::block::RequestType;
-using vmm::virtio::block::kSegmentUnmap;
-using vmm::virtio::block::testing::bytes_of;
-using vmm::virtio::block::testing::header_bytes;
-using vmm::virtio::block::testing::segment_bytes;
+using vim::vmm::virtio::block::RangeSegment;
+using vim::vmm::virtio::block::RequestType;
+using vim::vmm::virtio::block::kSegmentUnmap;
+using vim::vmm::virtio::block::testing::bytes_of;
+using vim::vmm::virtio::block::testing::header_bytes;
+using vim::vmm::virtio::block::testing::segment_bytes;
 
 namespace {
 

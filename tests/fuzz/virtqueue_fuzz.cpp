@@ -15,7 +15,7 @@
 namespace {
 
 using vim::fuzz::VirtqueueFuzzHeader;
-using vmm::memory::GuestMemory;
+using vim::vmm::memory::GuestMemory;
 using namespace vim::vmm::virtio;
 
 [[noreturn]] void fail(const char* what) {

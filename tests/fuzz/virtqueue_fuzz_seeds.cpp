@@ -11,8 +11,8 @@ using vim::fuzz::bytes;
 using vim::fuzz::kSeedQueueSize;
 using vim::fuzz::Seed;
 using vim::testing::DriverBuffer;
-using vmm::memory::GuestAddress;
-using vmm::memory::kPageSize;
+using vim::vmm::memory::GuestAddress;
+using vim::vmm::memory::kPageSize;
 using namespace vim::vmm::virtio;
 
 int main(int argc, char** argv) {
