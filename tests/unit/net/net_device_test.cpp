@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -101,8 +102,11 @@ Bytes header_bytes(const PacketHeader& header) {
 }
 
 Bytes packet(const PacketHeader& header, const Bytes& frame) {
-    Bytes bytes = header_bytes(header);
-    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    // Sized once: GCC 12 at -O3 sees a false out-of-bounds copy in an
+    // insert() after the header (-Werror=array-bounds).
+    Bytes bytes(sizeof(header) + frame.size());
+    std::memcpy(bytes.data(), &header, sizeof(header));
+    std::copy(frame.begin(), frame.end(), bytes.begin() + sizeof(header));
     return bytes;
 }
 
