@@ -69,7 +69,9 @@ public:
             model.hosts.push_back(host);
         }
         for (int group = 0; group < 3; ++group) {
-            model.policies["g" + std::to_string(group)] =
+            std::string name = "g";  // then +=: GCC 12 at -O3 sees a false overlap in "g" + std::string
+            name += std::to_string(group);
+            model.policies[name] =
                 pick<GroupPolicy>({GroupPolicy::affinity, GroupPolicy::anti_affinity,
                                    GroupPolicy::soft_affinity, GroupPolicy::soft_anti_affinity});
         }
