@@ -1,7 +1,7 @@
 // Placement throughput at site scale: 10,000 hosts and 100,000 VMs in a SQLite store, with anti-affinity
 // groups in play. Measures the decision alone on the in-memory view (one thread, and all cores on a
 // shared view), the explain of one request, and decisions whose claims are committed durably
-// (synchronous=FULL, group commit through Placement) from many concurrent callers.
+// (synchronous=FULL, concurrent claims sharing commits in the store) from many concurrent callers.
 //
 // The store lives in a fresh directory under $PLACEMENT_BENCH_DIR (default: the current directory), which
 // must be on the disk to be measured: on tmpfs an fsync costs nothing.

@@ -13,11 +13,7 @@ constexpr int kClaimAttempts = 4;
 }  // namespace
 
 Placement::Placement(store::Store& store, Config config, Clock clock)
-    : store_(store),
-      scheduler_(config),
-      clock_(std::move(clock)),
-      batcher_(store),
-      view_(ClusterView::load(store)) {}
+    : store_(store), scheduler_(config), clock_(std::move(clock)), view_(ClusterView::load(store)) {}
 
 Request Placement::request_for(const store::Vm& vm) {
     std::optional<store::ServerGroup> group;
@@ -79,6 +75,27 @@ void Placement::refresh_host(const std::string& host_id) {
     }
 }
 
+template <typename Claim>
+auto Placement::reserve_and_claim(const Request& request, const store::Vm& vm, bool migration, Claim claim)
+    -> std::invoke_result_t<Claim&, const store::Vm&> {
+    std::string refusal;
+    for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
+        store::Vm reserved = vm;
+        Decision decision = reserve(request, reserved, migration);
+        try {
+            return claim(reserved);
+        } catch (const store::ClaimRejectedError& error) {
+            refusal = error.what();
+            sync_vm(vm);
+            refresh_host(decision.host_id);
+        } catch (...) {
+            sync_vm(vm);
+            throw;
+        }
+    }
+    throw NoValidHostError("no host can take the vm: the last claim was refused: " + refusal);
+}
+
 store::VmCreated Placement::create_vm(store::VmCreation creation) {
     store::Vm& vm = creation.vm;
     if (vm.id.empty()) {
@@ -87,27 +104,12 @@ store::VmCreated Placement::create_vm(store::VmCreation creation) {
     if (vm.state == store::VmState::pending) {
         vm.state = store::VmState::scheduled;
     }
-    Request request = request_for(vm);
-    std::string refusal;
-    for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
-        Decision decision = reserve(request, vm, false);
-        try {
-            // The reservation already counts the VM where the store put it.
-            return batcher_.create_vm(creation);
-        } catch (const store::ClaimRejectedError& error) {
-            refusal = error.what();
-            {
-                std::lock_guard lock(mutex_);
-                view_.forget_vm(vm.id);
-            }
-            refresh_host(decision.host_id);
-        } catch (...) {
-            std::lock_guard lock(mutex_);
-            view_.forget_vm(vm.id);
-            throw;
-        }
-    }
-    throw NoValidHostError("no host can take the vm: the last claim was refused: " + refusal);
+    const store::Vm unplaced = vm;
+    // The reservation already counts the VM where the store puts it.
+    return reserve_and_claim(request_for(unplaced), unplaced, false, [&](const store::Vm& reserved) {
+        creation.vm = reserved;
+        return store_.create_vm(creation);
+    });
 }
 
 store::Vm Placement::place_vm(const std::string& vm_id) {
@@ -115,30 +117,11 @@ store::Vm Placement::place_vm(const std::string& vm_id) {
     if (!vm.host_id.empty()) {
         throw store::ConflictError("host_id", "vm \"" + vm.name + "\" is already placed");
     }
-    Request request = request_for(vm);
-    std::string refusal;
-    for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
-        store::Vm reserved = vm;
-        Decision decision = reserve(request, reserved, false);
-        try {
-            store::Vm placed = store_.place_vm(vm_id, decision.host_id, decision.numa_node);
-            std::lock_guard lock(mutex_);
-            view_.sync_vm(placed);
-            return placed;
-        } catch (const store::ClaimRejectedError& error) {
-            refusal = error.what();
-            {
-                std::lock_guard lock(mutex_);
-                view_.forget_vm(vm.id);
-            }
-            refresh_host(decision.host_id);
-        } catch (...) {
-            std::lock_guard lock(mutex_);
-            view_.sync_vm(vm);
-            throw;
-        }
-    }
-    throw NoValidHostError("no host can take the vm: the last claim was refused: " + refusal);
+    return reserve_and_claim(request_for(vm), vm, false, [&](const store::Vm& reserved) {
+        store::Vm placed = store_.place_vm(vm_id, reserved.host_id, reserved.numa_node);
+        sync_vm(placed);
+        return placed;
+    });
 }
 
 store::Vm Placement::claim_migration(const std::string& vm_id, const std::string& target_host_name) {
@@ -167,29 +150,12 @@ store::Vm Placement::claim_migration(const std::string& vm_id, const std::string
             }
         }
     }
-    std::string refusal;
-    for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
-        store::Vm reserved = vm;
-        Decision decision = reserve(request, reserved, true);
-        try {
-            store::Vm claimed = store_.claim_migration(vm_id, decision.host_id, decision.numa_node);
-            std::lock_guard lock(mutex_);
-            view_.sync_vm(claimed);
-            return claimed;
-        } catch (const store::ClaimRejectedError& error) {
-            refusal = error.what();
-            {
-                std::lock_guard lock(mutex_);
-                view_.sync_vm(vm);
-            }
-            refresh_host(decision.host_id);
-        } catch (...) {
-            std::lock_guard lock(mutex_);
-            view_.sync_vm(vm);
-            throw;
-        }
-    }
-    throw NoValidHostError("no host can take the vm: the last claim was refused: " + refusal);
+    return reserve_and_claim(request, vm, true, [&](const store::Vm& reserved) {
+        store::Vm claimed =
+            store_.claim_migration(vm_id, reserved.migration_host_id, reserved.migration_numa_node);
+        sync_vm(claimed);
+        return claimed;
+    });
 }
 
 Explanation Placement::explain(const Request& request) {

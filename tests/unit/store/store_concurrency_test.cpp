@@ -6,7 +6,6 @@
 #include <random>
 #include <thread>
 
-#include "controller/store/claim_batcher.h"
 #include "controller/store/sqlite_store.h"
 #include "vim/testing/temp_dir.h"
 
@@ -30,10 +29,10 @@ protected:
         return hosts;
     }
 
-    // Every thread tries the hosts in its own random order until one takes its VM; half go through the
-    // group-commit batcher, half commit alone. Returns how many VMs were created.
+    // Every thread tries the hosts in its own random order until one takes its VM; half create one VM at
+    // a time, half as a batch of one (the store shares commits among them all). Returns how many VMs were
+    // created.
     int race(const std::vector<Host>& hosts, const std::string& group_id) {
-        ClaimBatcher batcher(store_);
         std::atomic<int> created{0};
         std::atomic<int> unexpected{0};
         std::vector<std::thread> threads;
@@ -50,10 +49,14 @@ protected:
                     vm.server_group_id = group_id;
                     vm.state = VmState::scheduled;
                     try {
+                        const VmCreation creation{vm, std::nullopt, std::nullopt};
                         if (t % 2 == 0) {
-                            batcher.create_vm({vm, std::nullopt, std::nullopt});
+                            auto outcome = store_.create_vms({&creation, 1}).at(0);
+                            if (auto* error = std::get_if<std::exception_ptr>(&outcome)) {
+                                std::rethrow_exception(*error);
+                            }
                         } else {
-                            store_.create_vm({vm, std::nullopt, std::nullopt});
+                            store_.create_vm(creation);
                         }
                         ++created;
                         return;
@@ -108,6 +111,47 @@ TEST_F(RacingClaimsTest, RacingAffinityMembersAllLandOnOneHost) {
         used_hosts.insert(vm.host_id);
     }
     EXPECT_EQ(used_hosts.size(), 1u);
+}
+
+// Writes from many threads share commits: one refused in a shared transaction takes none of the others
+// with it, and each caller hears only its own outcome.
+TEST(GroupCommitTest, ARefusedWriteInASharedCommitLeavesTheOthersStored) {
+    vim::testing::TempDir directory;
+    SqliteStore store{std::filesystem::path(directory.path("vimd.db"))};
+    std::atomic<int> duplicates_stored{0};
+    std::atomic<int> duplicates_refused{0};
+    std::atomic<int> unexpected{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            Host host;
+            host.name = t % 2 == 0 ? "same" : "unique-";
+            if (t % 2 != 0) {
+                host.name += std::to_string(t);
+            }
+            try {
+                store.create_host(host);
+                if (t % 2 == 0) {
+                    ++duplicates_stored;
+                }
+            } catch (const ConflictError& error) {
+                if (t % 2 == 0 && error.field() == "name") {
+                    ++duplicates_refused;
+                } else {
+                    ++unexpected;
+                }
+            } catch (...) {
+                ++unexpected;
+            }
+        });
+    }
+    for (auto& thread : threads) {
+        thread.join();
+    }
+    EXPECT_EQ(unexpected.load(), 0);
+    EXPECT_EQ(duplicates_stored.load(), 1);
+    EXPECT_EQ(duplicates_refused.load(), kThreads / 2 - 1);
+    EXPECT_EQ(store.list_hosts({}, {}).items.size(), static_cast<std::size_t>(kThreads / 2 + 1));
 }
 
 }  // namespace

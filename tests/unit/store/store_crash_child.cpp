@@ -10,7 +10,6 @@
 #include <thread>
 #include <vector>
 
-#include "controller/store/claim_batcher.h"
 #include "controller/store/sqlite_store.h"
 
 using namespace vim::controller::store;
@@ -57,7 +56,6 @@ int main(int argc, char** argv) {
                                      [&] {
                                          return store.create_network({"", "net", 7, "10.0.0.0/8", 0});
                                      });
-    ClaimBatcher batcher(store);
     std::atomic<int> next{0};
     std::vector<std::thread> writers;
     for (int t = 0; t < 8; ++t) {
@@ -71,10 +69,14 @@ int main(int argc, char** argv) {
                 Operation operation;
                 operation.kind = "create";
                 IdempotencyRecord key{"key-" + vm.name, "hash", 202, "{}", 0};
-                // Mostly group commit, with lone commits mixed in.
-                VmCreation creation{vm, operation, key};
-                auto created = t == 0 ? store.create_vm(creation) : batcher.create_vm(creation);
-                acknowledge(created.vm.id);
+                // The writers share commits (group commit); one makes its creations as batches of one.
+                const VmCreation creation{vm, operation, key};
+                if (t == 0) {
+                    auto outcome = store.create_vms({&creation, 1}).at(0);
+                    acknowledge(std::get<VmCreated>(outcome).vm.id);
+                } else {
+                    acknowledge(store.create_vm(creation).vm.id);
+                }
             }
         });
     }

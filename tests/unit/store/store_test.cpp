@@ -673,12 +673,54 @@ TEST_F(StoreTest, OlderSchemaIsMigratedKeepingItsRows) {
     sqlite3_close(db);
 
     SqliteStore migrated(old_path);
-    EXPECT_EQ(migrated.schema_version(), 2);
+    EXPECT_EQ(migrated.schema_version(), SqliteStore::latest_schema_version());
     Vm vm = migrated.get_vm("vm-1");
     EXPECT_EQ(vm.name, "old");
     EXPECT_EQ(vm.state, VmState::stopped);
     EXPECT_EQ(vm.migration_host_id, "");
     EXPECT_EQ(vm.migration_numa_node, -1);
+}
+
+// Version 3 keeps each host's usage in a table of its own: a file from before has it filled from its VMs,
+// those placed on the host and those migrating to it.
+TEST_F(StoreTest, HostUsageIsCountedFromTheVmsOfAnOlderFile) {
+    store_.reset();
+    auto old_path = std::filesystem::path(directory_.path("old.db"));
+    Host host;
+    {
+        SqliteStore::Options as_version_2;
+        as_version_2.migrate_to = 2;
+        SqliteStore old_store(old_path, as_version_2);
+        Host new_host;
+        new_host.name = "h1";
+        new_host.capacity = {64, 65536, 1000};
+        host = old_store.create_host(new_host);
+        for (int i = 0; i < 3; ++i) {
+            Vm vm;
+            vm.name = "vm-";
+            vm.name += std::to_string(i);
+            vm.vcpus = 2;
+            vm.memory_mib = 1024;
+            vm.disk_gib = 10;
+            old_store.create_vm({vm, std::nullopt, std::nullopt});
+        }
+    }
+    // As version 2 placed them: two on the host's node 0, one migrating to it.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(old_path.c_str(), &db), SQLITE_OK);
+    const std::string place = "UPDATE vms SET host_id = '" + host.id +
+                              "', numa_node = 0 WHERE name IN ('vm-0', 'vm-1'); "
+                              "UPDATE vms SET migration_host_id = '" +
+                              host.id + "', migration_numa_node = 1 WHERE name = 'vm-2'";
+    ASSERT_EQ(sqlite3_exec(db, place.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+
+    SqliteStore migrated(old_path);
+    EXPECT_EQ(migrated.host_usage(host.id), (Resources{6, 3072, 30}));
+    // And kept from then on.
+    migrated.delete_vm(migrated.find_vm_by_name("vm-0")->id);
+    migrated.finish_migration(migrated.find_vm_by_name("vm-2")->id, false);
+    EXPECT_EQ(migrated.host_usage(host.id), (Resources{2, 1024, 10}));
 }
 
 TEST_F(StoreTest, NewerSchemaIsRefused) {
@@ -689,7 +731,8 @@ TEST_F(StoreTest, NewerSchemaIsRefused) {
               SQLITE_OK);
     sqlite3_close(db);
     EXPECT_EQ(error_of<StoreError>([&] { SqliteStore newer(db_path()); }),
-              "store " + db_path().string() + ": schema version 99 is newer than this build's 2");
+              "store " + db_path().string() + ": schema version 99 is newer than this build's " +
+                  std::to_string(SqliteStore::latest_schema_version()));
 }
 
 TEST_F(StoreTest, GarbageFileIsReportedWithItsPath) {

@@ -5,11 +5,11 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 
 #include "controller/scheduler/cluster_view.h"
 #include "controller/scheduler/scheduler.h"
-#include "controller/store/claim_batcher.h"
 #include "controller/store/store.h"
 
 namespace vim::controller::scheduler {
@@ -22,8 +22,9 @@ public:
 
 // Placement for the controller: decides on an in-memory view and claims in the store, safely from many
 // threads. A decision reserves its resources in the view at once, so concurrent decisions do not pile on
-// the same slot; the claim is then committed through a ClaimBatcher (group commit) and, should the store
-// refuse it (the view was stale), the reservation is dropped, the host re-read and the decision retried.
+// the same slot; the claim is then committed by the store (which shares commits among concurrent callers)
+// and, should the store refuse it (the view was stale), the reservation is dropped, the host re-read and
+// the decision retried.
 //
 // The view follows the claims made here; other writes to hosts and VMs must be reported with the
 // sync_*/forget_* calls (after the store write), or reload() rebuilds the view. Heartbeats too
@@ -62,11 +63,16 @@ private:
     Decision reserve(const Request& request, store::Vm& vm, bool migration);
     // After a refused claim: the view was stale about this host, so read it (and its VMs) again.
     void refresh_host(const std::string& host_id);
+    // Reserves a decision for `vm` (as its host or, for a migration, its target) and hands the reserved
+    // record to `claim`, which commits it in the store; a refused claim is retried on a fresh decision.
+    // The view gets `vm` back as it was when no claim holds.
+    template <typename Claim>
+    auto reserve_and_claim(const Request& request, const store::Vm& vm, bool migration, Claim claim)
+        -> std::invoke_result_t<Claim&, const store::Vm&>;
 
     store::Store& store_;
     Scheduler scheduler_;
     Clock clock_;
-    store::ClaimBatcher batcher_;
     std::mutex mutex_;  // guards view_ and policies_
     ClusterView view_;
     std::unordered_map<std::string, store::GroupPolicy> policies_;  // a group's policy never changes

@@ -11,12 +11,14 @@ namespace vim::controller::store {
 //
 // Durability: synchronous=FULL, so a commit returns after the WAL is fsync'd: an acknowledged change
 // survives kill -9 (which NORMAL would also give, since the WAL is already in the page cache) and a
-// power loss (which NORMAL would not). The fsync this costs is paid once per transaction, and
-// create_vms (group commit) spreads it over a whole batch of claims.
+// power loss (which NORMAL would not). The fsync this costs is paid once per transaction, and every
+// transaction is shared (group commit): the writes that arrive from many threads while one commit is
+// under way go into the next one together, each under its own savepoint so that it still succeeds or
+// fails alone. A create and the operation updates that follow it thus cost a share of a commit each.
 //
-// Threads: all writes go through one connection behind a mutex (SQLite has a single writer anyway) and
-// run as BEGIN IMMEDIATE transactions, so a claim's re-check and its insert see no interleaved writer.
-// Reads use a pool of reader connections, which under WAL never wait for the writer.
+// Threads: all writes go through one connection (SQLite has a single writer anyway) and run inside
+// BEGIN IMMEDIATE transactions, so a claim's re-check and its insert see no interleaved writer. Reads use
+// a pool of reader connections, which under WAL never wait for the writer.
 //
 // Schema: versioned by numbered migrations recorded in `schema_version`; opening an older file applies
 // the missing ones in one transaction, opening a newer one is refused.

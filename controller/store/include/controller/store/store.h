@@ -71,7 +71,8 @@ using VmCreationOutcome = std::variant<VmCreated, std::exception_ptr>;
 
 // The controller's durable state, behind an interface so that a replicated store (etcd, PostgreSQL)
 // can take SqliteStore's place. Every method is atomic: it happens whole or not at all, and when it
-// returns the change is durable. All methods are safe to call from many threads at once.
+// returns the change is durable. All methods are safe to call from many threads at once, and writes made
+// at once should share commits (group commit, as SqliteStore does): Placement commits each claim alone.
 //
 // update_* methods run `change` on the current record inside the write transaction (a read-modify-write
 // that no other writer can interleave with); `change` must not call the store. What identifies a record
