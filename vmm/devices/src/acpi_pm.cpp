@@ -54,6 +54,27 @@ void AcpiPm1EventBlock::press_power_button() {
     update_interrupt();
 }
 
+state::State AcpiPm1EventBlock::save() const {
+    std::lock_guard lock(mutex_);
+    return {{"status", status_}, {"enable", enable_}};
+}
+
+void AcpiPm1EventBlock::restore(const state::State& state) {
+    state::restoring("acpi-pm1-event", [&] {
+        const auto status = state::unsigned_field<std::uint16_t>(state, "status");
+        if (status & ~kEvents) {
+            throw state::StateError("status: " + std::to_string(status) +
+                                    " has events this block never raises");
+        }
+        const auto enable = state::unsigned_field<std::uint16_t>(state, "enable");
+        std::lock_guard lock(mutex_);
+        status_ = status;
+        enable_ = enable;
+        interrupt_level_ = false;  // as a line never driven: raised if an event is pending
+        update_interrupt();
+    });
+}
+
 void AcpiPm1EventBlock::update_interrupt() {
     // The SCI is level-triggered: it stays up until the guest clears the
     // status bit or disables the event.
@@ -70,6 +91,22 @@ AcpiPm1ControlBlock::AcpiPm1ControlBlock(std::uint8_t s5_sleep_type, std::functi
         throw std::invalid_argument("acpi pm1 control: S5 sleep type " + std::to_string(s5_sleep_type) +
                                     " does not fit SLP_TYP's 3 bits");
     }
+}
+
+state::State AcpiPm1ControlBlock::save() const {
+    std::lock_guard lock(mutex_);
+    return {{"control", control_}};
+}
+
+void AcpiPm1ControlBlock::restore(const state::State& state) {
+    state::restoring("acpi-pm1-control", [&] {
+        const auto control = state::unsigned_field<std::uint16_t>(state, "control");
+        if (control & kWriteOnly) {
+            throw state::StateError("control: " + std::to_string(control) + " has write-only bits set");
+        }
+        std::lock_guard lock(mutex_);
+        control_ = control;
+    });
 }
 
 void AcpiPm1ControlBlock::read(std::uint64_t offset, std::span<std::uint8_t> data) {

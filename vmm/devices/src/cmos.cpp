@@ -85,6 +85,28 @@ void Cmos::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     }
 }
 
+state::State Cmos::save() const {
+    std::lock_guard lock(mutex_);
+    return {{"bytes", state::binary(std::span<const std::uint8_t>(bytes_))}, {"index", index_}};
+}
+
+void Cmos::restore(const state::State& state) {
+    state::restoring("cmos", [&] {
+        std::array<std::uint8_t, 128> bytes;
+        state::bytes_field(state, "bytes", bytes);
+        if (bytes[kRegisterA] & kRegisterAUpdateInProgress) {
+            throw state::StateError("bytes: register A has update-in-progress set, which no guest can write");
+        }
+        const auto index = state::unsigned_field<std::uint8_t>(state, "index");
+        if (index > kIndexMask) {
+            throw state::StateError("index: " + std::to_string(index) + " is past the 128 bytes");
+        }
+        std::lock_guard lock(mutex_);
+        bytes_ = bytes;
+        index_ = index;
+    });
+}
+
 std::uint8_t Cmos::read_data() {
     switch (index_) {
     case kSeconds:

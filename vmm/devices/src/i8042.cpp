@@ -135,6 +135,92 @@ bool I8042::request_ctrl_alt_del() {
     return true;
 }
 
+state::State I8042::save() const {
+    const auto byte_state = [](const std::optional<OutputByte>& byte) -> state::State {
+        if (!byte) {
+            return nullptr;
+        }
+        return {{"value", byte->value}, {"aux", byte->port == Port::Aux}};
+    };
+    std::lock_guard lock(mutex_);
+    return {
+        {"ram", state::binary(std::span<const std::uint8_t>(ram_))},
+        {"output_port", output_port_},
+        {"output_buffer", byte_state(output_buffer_)},
+        {"last_output", last_output_},
+        {"controller_reply", byte_state(controller_reply_)},
+        {"keyboard_queue",
+         state::binary(std::vector<std::uint8_t>(keyboard_queue_.begin(), keyboard_queue_.end()))},
+        {"aux_queue", state::binary(std::vector<std::uint8_t>(aux_queue_.begin(), aux_queue_.end()))},
+        {"controller_command_awaiting_data", controller_command_awaiting_data_},
+        {"keyboard_command_awaiting_data", keyboard_command_awaiting_data_},
+        {"last_write_was_command", last_write_was_command_},
+        {"keyboard_scanning", keyboard_scanning_},
+    };
+}
+
+void I8042::restore(const state::State& state) {
+    const auto byte_field = [](const state::State& parent, const char* name) -> std::optional<OutputByte> {
+        const state::State& value = state::field(parent, name);
+        if (value.is_null()) {
+            return std::nullopt;
+        }
+        std::optional<OutputByte> byte;
+        state::restoring(name, [&] {
+            byte = OutputByte{state::unsigned_field<std::uint8_t>(value, "value"),
+                              state::unsigned_field<bool>(value, "aux") ? Port::Aux : Port::Keyboard};
+        });
+        return byte;
+    };
+    state::restoring("i8042", [&] {
+        std::array<std::uint8_t, 32> ram;
+        state::bytes_field(state, "ram", ram);
+        const auto output_port = state::unsigned_field<std::uint8_t>(state, "output_port");
+        const std::optional<OutputByte> output_buffer = byte_field(state, "output_buffer");
+        const auto last_output = state::unsigned_field<std::uint8_t>(state, "last_output");
+        const std::optional<OutputByte> controller_reply = byte_field(state, "controller_reply");
+        const auto& keyboard_queue = state::binary_field(state, "keyboard_queue", kKeyboardBufferSize);
+        const auto& aux_queue = state::binary_field(state, "aux_queue", kAuxBufferSize);
+        // controller_data() indexes controller RAM with the command: only
+        // the commands that take a data byte may be waiting for one.
+        const auto controller_command =
+            state::unsigned_field<std::uint8_t>(state, "controller_command_awaiting_data");
+        if (controller_command != 0 &&
+            !(controller_command >= kCmdWriteRamFirst && controller_command <= kCmdWriteRamLast) &&
+            !(controller_command >= kCmdWriteOutputPort && controller_command <= kCmdWriteAux)) {
+            throw state::StateError(
+                "controller_command_awaiting_data: " + std::to_string(controller_command) +
+                " is no command that takes a data byte");
+        }
+        const auto keyboard_command =
+            state::unsigned_field<std::uint8_t>(state, "keyboard_command_awaiting_data");
+        if (keyboard_command != 0 && keyboard_command != kKbdSetLeds && keyboard_command != kKbdScanCodeSet &&
+            keyboard_command != kKbdTypematic) {
+            throw state::StateError("keyboard_command_awaiting_data: " + std::to_string(keyboard_command) +
+                                    " is no keyboard command that takes an argument");
+        }
+        const auto last_write_was_command = state::unsigned_field<bool>(state, "last_write_was_command");
+        const auto keyboard_scanning = state::unsigned_field<bool>(state, "keyboard_scanning");
+
+        std::lock_guard lock(mutex_);
+        ram_ = ram;
+        output_port_ = output_port;
+        output_buffer_ = output_buffer;
+        last_output_ = last_output;
+        controller_reply_ = controller_reply;
+        keyboard_queue_.assign(keyboard_queue.begin(), keyboard_queue.end());
+        aux_queue_.assign(aux_queue.begin(), aux_queue.end());
+        controller_command_awaiting_data_ = controller_command;
+        keyboard_command_awaiting_data_ = keyboard_command;
+        last_write_was_command_ = last_write_was_command;
+        keyboard_scanning_ = keyboard_scanning;
+        // As from lines never driven: raised where the output buffer interrupts.
+        keyboard_interrupt_.level = false;
+        aux_interrupt_.level = false;
+        update_interrupts();
+    });
+}
+
 std::uint8_t I8042::read_register(std::uint16_t offset) {
     switch (offset) {
     case kDataOffset:

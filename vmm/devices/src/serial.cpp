@@ -101,6 +101,57 @@ std::size_t Serial::enqueue_input(std::span<const std::uint8_t> bytes) {
     return accepted;
 }
 
+state::State Serial::save() const {
+    std::lock_guard lock(mutex_);
+    const std::vector<std::uint8_t> input(input_.begin(), input_.end());
+    return {
+        {"input", state::binary(input)}, {"interrupt_enable", interrupt_enable_},
+        {"line_control", line_control_}, {"modem_control", modem_control_},
+        {"scratch", scratch_},           {"divisor_low", divisor_low_},
+        {"divisor_high", divisor_high_}, {"fifo_enabled", fifo_enabled_},
+        {"overrun", overrun_},           {"transmitter_empty_pending", transmitter_empty_pending_},
+    };
+}
+
+void Serial::restore(const state::State& state) {
+    state::restoring("serial", [&] {
+        const auto& input = state::binary_field(state, "input", kInputFifoCapacity);
+        const auto interrupt_enable = state::unsigned_field<std::uint8_t>(state, "interrupt_enable");
+        if (interrupt_enable & ~kIerMask) {
+            throw state::StateError("interrupt_enable: bits 4-7 set (" + std::to_string(interrupt_enable) +
+                                    ")");
+        }
+        const auto modem_control = state::unsigned_field<std::uint8_t>(state, "modem_control");
+        if (modem_control & ~kMcrMask) {
+            throw state::StateError("modem_control: bits 5-7 set (" + std::to_string(modem_control) + ")");
+        }
+        const auto line_control = state::unsigned_field<std::uint8_t>(state, "line_control");
+        const auto scratch = state::unsigned_field<std::uint8_t>(state, "scratch");
+        const auto divisor_low = state::unsigned_field<std::uint8_t>(state, "divisor_low");
+        const auto divisor_high = state::unsigned_field<std::uint8_t>(state, "divisor_high");
+        const auto fifo_enabled = state::unsigned_field<bool>(state, "fifo_enabled");
+        const auto overrun = state::unsigned_field<bool>(state, "overrun");
+        const auto transmitter_empty_pending =
+            state::unsigned_field<bool>(state, "transmitter_empty_pending");
+
+        std::lock_guard lock(mutex_);
+        input_.assign(input.begin(), input.end());
+        host_waiting_for_space_ = false;
+        interrupt_enable_ = interrupt_enable;
+        line_control_ = line_control;
+        modem_control_ = modem_control;
+        scratch_ = scratch;
+        divisor_low_ = divisor_low;
+        divisor_high_ = divisor_high;
+        fifo_enabled_ = fifo_enabled;
+        overrun_ = overrun;
+        transmitter_empty_pending_ = transmitter_empty_pending;
+        // As from a line never driven: raised if an interrupt is pending.
+        interrupt_level_ = false;
+        update_interrupt();
+    });
+}
+
 std::uint8_t Serial::read_register(std::uint16_t offset, bool& drained) {
     const bool divisor_latch = (line_control_ & kLcrDivisorLatch) != 0;
     switch (offset) {

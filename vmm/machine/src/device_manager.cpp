@@ -4,13 +4,18 @@
 #include "vmm/acpi/tables.h"
 #include "vmm/boot/layout.h"
 #include "vmm/config/vm_config.h"
-#include "vmm/devices/cmos.h"
 #include "vmm/pci/config_io.h"
 
 namespace vim::vmm::machine {
 namespace {
 
 namespace layout = boot::layout;
+
+// "virtio-blk1" -> "virtio-blk": what the configuration counts.
+std::string kind_of(const std::string& name) {
+    const std::size_t end = name.find_last_not_of("0123456789");
+    return end == std::string::npos ? name : name.substr(0, end + 1);
+}
 
 }  // namespace
 
@@ -64,22 +69,22 @@ void DeviceManager::add_legacy_devices(LegacyDeviceHooks hooks) {
         std::make_shared<devices::I8042>(interrupt_line(layout::kI8042KeyboardIrq),
                                          interrupt_line(layout::kI8042AuxIrq), std::move(hooks.guest_reset));
     pm_events_ = std::make_shared<devices::AcpiPm1EventBlock>(interrupt_line(layout::kAcpiSciIrq));
-    auto pm_control = std::make_shared<devices::AcpiPm1ControlBlock>(layout::kAcpiS5SleepType,
-                                                                     std::move(hooks.guest_power_off));
+    pm_control_ = std::make_shared<devices::AcpiPm1ControlBlock>(layout::kAcpiS5SleepType,
+                                                                 std::move(hooks.guest_power_off));
 
     std::uint64_t below_4g = 0, above_4g = 0;
     for (const memory::Region& region : memory_.regions()) {
         (region.start < layout::kMmioHoleEnd ? below_4g : above_4g) += region.size;
     }
-    auto cmos = std::make_shared<devices::Cmos>(devices::Cmos::MemorySize{below_4g, above_4g});
+    cmos_ = std::make_shared<devices::Cmos>(devices::Cmos::MemorySize{below_4g, above_4g});
 
     pio_bus_.add("serial", layout::kSerialPort, devices::Serial::kPortSpan, serial_);
     pio_bus_.add("i8042", layout::kI8042DataPort, devices::I8042::kPortSpan, i8042_);
-    pio_bus_.add("cmos", layout::kCmosPort, devices::Cmos::kPortSpan, cmos);
+    pio_bus_.add("cmos", layout::kCmosPort, devices::Cmos::kPortSpan, cmos_);
     pio_bus_.add("acpi-pm1-event", layout::kAcpiPm1EventPort, devices::AcpiPm1EventBlock::kPortSpan,
                  pm_events_);
     pio_bus_.add("acpi-pm1-control", layout::kAcpiPm1ControlPort, devices::AcpiPm1ControlBlock::kPortSpan,
-                 pm_control);
+                 pm_control_);
 }
 
 void DeviceManager::write_firmware_tables(std::uint32_t vcpu_count) {
@@ -98,6 +103,84 @@ nlohmann::json DeviceManager::stats() const {
             {"unhandled_mmio_writes", mmio_bus_.unhandled_writes()},
             {"refused_pci_bar_mappings", pci_root_->refused_bar_mappings()},
             {"devices", virtio}};
+}
+
+std::vector<std::pair<std::string, state::Stateful*>> DeviceManager::stateful_devices() const {
+    std::vector<std::pair<std::string, state::Stateful*>> devices;
+    const auto add = [&devices](std::string name, state::Stateful* device) {
+        if (device != nullptr) {
+            devices.emplace_back(std::move(name), device);
+        }
+    };
+    add("serial", serial_.get());
+    add("i8042", i8042_.get());
+    add("cmos", cmos_.get());
+    add("acpi-pm1-event", pm_events_.get());
+    add("acpi-pm1-control", pm_control_.get());
+    for (const auto& transport : virtio_devices_) {
+        add(transport->name(), transport.get());
+    }
+    // Last: its mappings follow the functions' restored registers.
+    add("pci", pci_root_.get());
+    return devices;
+}
+
+void DeviceManager::quiesce() {
+    for (const auto& [name, device] : stateful_devices()) {
+        device->quiesce();
+    }
+}
+
+state::State DeviceManager::save() const {
+    state::State result = state::State::object();
+    for (const auto& [name, device] : stateful_devices()) {
+        result[name] = device->save();
+    }
+    return result;
+}
+
+void DeviceManager::restore(const state::State& state) {
+    if (!state.is_object()) {
+        throw state::StateError("devices: the state is not an object of devices by name");
+    }
+    const auto devices = stateful_devices();
+    const auto count_kind = [](const std::string& kind, auto&& names) {
+        std::size_t count = 0;
+        for (const std::string& name : names) {
+            count += kind_of(name) == kind;
+        }
+        return count;
+    };
+    std::vector<std::string> here, there;
+    for (const auto& [name, device] : devices) {
+        here.push_back(name);
+    }
+    for (const auto& [name, value] : state.items()) {
+        there.push_back(name);
+    }
+    const auto mismatch = [&](const std::string& name, bool missing_in_state) {
+        const std::string kind = kind_of(name);
+        return state::StateError("devices: " +
+                                 (missing_in_state ? "the state has no " + name + ", which this machine has"
+                                                   : "the state has " + name + ", which this machine lacks") +
+                                 ": this machine has " + std::to_string(count_kind(kind, here)) + " " + kind +
+                                 ", the source had " + std::to_string(count_kind(kind, there)) +
+                                 " (it was configured differently)");
+    };
+    for (const std::string& name : here) {
+        if (!state.contains(name)) {
+            throw mismatch(name, true);
+        }
+    }
+    for (const std::string& name : there) {
+        if (std::ranges::find(here, name) == here.end()) {
+            throw mismatch(name, false);
+        }
+    }
+    for (const auto& [name, device] : devices) {
+        device->restore(state.at(name));
+    }
+    pci_root_->restore_mappings();
 }
 
 }  // namespace vim::vmm::machine

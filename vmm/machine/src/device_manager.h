@@ -17,12 +17,14 @@
 #include "vmm/config/vm_config.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/bus.h"
+#include "vmm/devices/cmos.h"
 #include "vmm/devices/i8042.h"
 #include "vmm/devices/serial.h"
 #include "vmm/kvm/exit_handler.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/pci/root_bus.h"
+#include "vmm/state/state.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/balloon/balloon_device.h"
 #include "vmm/virtio/device.h"
@@ -68,6 +70,19 @@ public:
 
     nlohmann::json stats() const;
 
+    // For a snapshot or a migration, vCPUs paused. quiesce() runs on the
+    // event loop's thread: every device finishes its work in flight.
+    void quiesce();
+    // Every device's state by its name: "serial", "i8042", "cmos",
+    // "acpi-pm1-event", "acpi-pm1-control", "pci" (the root bus), and each
+    // virtio device's ("virtio-blk0", "virtio-balloon0", ...).
+    state::State save() const;
+    // Into a machine built from the source's configuration, before any vCPU
+    // or the event loop runs. The state must name exactly the devices this
+    // machine has; then every BAR decodes where the restored registers say.
+    // Throws state::StateError naming the device and the field.
+    void restore(const state::State& state);
+
 private:
     class BusExitHandler final : public kvm::ExitHandler {
     public:
@@ -106,6 +121,11 @@ private:
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::I8042> i8042_;
     std::shared_ptr<devices::AcpiPm1EventBlock> pm_events_;
+    std::shared_ptr<devices::AcpiPm1ControlBlock> pm_control_;
+    std::shared_ptr<devices::Cmos> cmos_;
+
+    // The devices with state, by the names save() gives them.
+    std::vector<std::pair<std::string, state::Stateful*>> stateful_devices() const;
 };
 
 }  // namespace vim::vmm::machine

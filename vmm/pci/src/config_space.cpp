@@ -41,6 +41,34 @@ std::string ConfigSpace::describe() const {
     return text;
 }
 
+state::State ConfigSpace::save() const { return {{"registers", state::binary(registers_)}}; }
+
+void ConfigSpace::restore(const state::State& state) {
+    const auto saved =
+        state::struct_field<std::array<std::uint32_t, kConfigRegisterCount>>(state, "registers");
+    const auto identity = [](std::uint32_t id) {
+        char text[16];
+        std::snprintf(text, sizeof text, "%04x:%04x", id & 0xffff, id >> 16);
+        return std::string(text);
+    };
+    if (saved[kIdRegister] != registers_[kIdRegister]) {
+        throw state::StateError("registers: the state is of pci device " + identity(saved[kIdRegister]) +
+                                ", this is " + describe());
+    }
+    // The status register's interrupt and error bits are the device's to set.
+    const std::uint32_t device_set = std::uint32_t{kStatusInterrupt | kStatusErrors} << 16;
+    for (std::size_t index = 0; index < kConfigRegisterCount; ++index) {
+        const std::uint32_t fixed = ~(writable_[index] | write_one_to_clear_[index] |
+                                      (index == kCommandStatusRegister ? device_set : 0));
+        if ((saved[index] & fixed) != (registers_[index] & fixed)) {
+            throw state::StateError("registers: register " + std::to_string(index) + " is " +
+                                    hex(saved[index]) + " where its read-only bits make " +
+                                    hex(registers_[index] & fixed) + " (" + describe() + ")");
+        }
+    }
+    registers_ = saved;
+}
+
 std::uint32_t ConfigSpace::read(std::size_t index) const {
     return index < kConfigRegisterCount ? registers_[index] : 0xffffffff;
 }

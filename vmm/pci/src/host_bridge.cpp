@@ -26,6 +26,16 @@ void HostBridge::write_config(std::size_t index, std::size_t offset, std::span<c
     config_.write(index, offset, data);
 }
 
+state::State HostBridge::save() const {
+    std::lock_guard lock(mutex_);
+    return config_.save();
+}
+
+void HostBridge::restore(const state::State& state) {
+    std::lock_guard lock(mutex_);
+    config_.restore(state);
+}
+
 void HostBridge::read_bar(std::size_t /*bar*/, std::uint64_t /*offset*/, std::span<std::uint8_t> data) {
     std::ranges::fill(data, std::uint8_t{0xff});
 }

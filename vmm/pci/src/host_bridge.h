@@ -19,8 +19,11 @@ public:
     void read_bar(std::size_t bar, std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write_bar(std::size_t bar, std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
+    state::State save() const;
+    void restore(const state::State& state);
+
 private:
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     ConfigSpace config_;
 };
 

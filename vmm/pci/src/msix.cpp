@@ -164,6 +164,50 @@ Msix::Delivery Msix::notify(std::size_t vector) {
     return Delivery::kSent;
 }
 
+state::State Msix::save() const {
+    std::lock_guard lock(mutex_);
+    state::State entries = state::State::array();
+    for (const Entry& entry : table_) {
+        entries.push_back({{"address", entry.message.address},
+                           {"data", entry.message.data},
+                           {"masked", (entry.control & kEntryMasked) != 0},
+                           {"pending", entry.pending}});
+    }
+    return {{"entries", std::move(entries)}};
+}
+
+void Msix::restore(const state::State& state, const ConfigSpace& config) {
+    state::restoring("msix", [&] {
+        const state::State& entries = state::field(state, "entries");
+        if (!entries.is_array() || entries.size() != table_.size()) {
+            throw state::StateError("entries: not an array of " + std::to_string(table_.size()) + " entries");
+        }
+        std::vector<Entry> table(table_.size());
+        for (std::size_t vector = 0; vector < table.size(); ++vector) {
+            state::restoring("entry " + std::to_string(vector), [&] {
+                const state::State& saved = entries[vector];
+                table[vector].message.address = state::unsigned_field<std::uint64_t>(saved, "address");
+                table[vector].message.data = state::unsigned_field<std::uint32_t>(saved, "data");
+                table[vector].control = state::unsigned_field<bool>(saved, "masked") ? kEntryMasked : 0;
+                table[vector].pending = state::unsigned_field<bool>(saved, "pending");
+            });
+        }
+        std::lock_guard lock(mutex_);
+        table_ = std::move(table);
+        enabled_ = false;
+        function_masked_ = false;
+        if (capability_offset_ != 0) {
+            const auto control = static_cast<std::uint16_t>(config.read(capability_offset_ / 4) >> 16);
+            enabled_ = control & kControlEnable;
+            function_masked_ = control & kControlFunctionMask;
+        }
+        // No entry has a route on this side yet: each live one gets its own.
+        for (std::size_t vector = 0; vector < table_.size(); ++vector) {
+            refresh(vector);
+        }
+    });
+}
+
 bool Msix::read(std::size_t bar, std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mutex_);
     if (capability_offset_ == 0) {

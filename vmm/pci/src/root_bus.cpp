@@ -58,7 +58,8 @@ RootBus::RootBus(devices::Bus& mmio, MemoryWindow window, IntxRouting intx)
     }
     slots_[0] = std::make_unique<Function>();
     slots_[0]->name = "host bridge";
-    slots_[0]->device = std::make_shared<HostBridge>(kHostBridgeVendorId, kHostBridgeDeviceId);
+    host_bridge_ = std::make_shared<HostBridge>(kHostBridgeVendorId, kHostBridgeDeviceId);
+    slots_[0]->device = host_bridge_;
 }
 
 std::uint32_t RootBus::intx_gsi(std::size_t slot) const {
@@ -318,6 +319,22 @@ void RootBus::update_mappings() {
             function.device->bar_moved(index, from, bar.mapped);
         }
     });
+}
+
+state::State RootBus::save() const { return {{"host_bridge", host_bridge_->save()}}; }
+
+void RootBus::restore(const state::State& state) {
+    state::restoring("pci: host bridge", [&] { host_bridge_->restore(state::field(state, "host_bridge")); });
+}
+
+void RootBus::restore_mappings() {
+    std::lock_guard lock(mutex_);
+    for (auto& function : slots_) {
+        if (function) {
+            read_back(*function);
+        }
+    }
+    update_mappings();
 }
 
 std::uint64_t RootBus::refused_bar_mappings() const {

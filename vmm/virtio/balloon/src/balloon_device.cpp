@@ -137,6 +137,40 @@ void BalloonDevice::reset() {
     config_.actual = 0;
 }
 
+state::State BalloonDevice::save_device() const {
+    std::lock_guard lock(config_mutex_);
+    return {{"target_pages", config_.num_pages},
+            {"actual_pages", config_.actual},
+            {"stats_buffer", stats_buffer_ ? state::State(*stats_buffer_) : state::State(nullptr)}};
+}
+
+void BalloonDevice::restore_device(const state::State& state, std::uint64_t features,
+                                   std::span<const Queue> queues) {
+    const auto target = state::unsigned_field<std::uint32_t>(state, "target_pages");
+    const auto actual = state::unsigned_field<std::uint32_t>(state, "actual_pages");
+    std::optional<std::uint16_t> stats_buffer;
+    if (!state::field(state, "stats_buffer").is_null()) {
+        const auto head = state::unsigned_field<std::uint16_t>(state, "stats_buffer");
+        // return_stats_buffer() hands it to the stats queue: one must exist
+        // and the head lie inside it.
+        const std::vector<QueueRole> roles = queue_roles(features);
+        const auto stats_queue = std::ranges::find(roles, QueueRole::Stats);
+        if (stats_queue == roles.end()) {
+            throw state::StateError("stats_buffer: held without a stats queue negotiated");
+        }
+        const std::size_t index = static_cast<std::size_t>(stats_queue - roles.begin());
+        if (index >= queues.size() || !queues[index].ready() || head >= queues[index].state().size) {
+            throw state::StateError("stats_buffer: head " + std::to_string(head) +
+                                    " is not a descriptor of a ready stats queue");
+        }
+        stats_buffer = head;
+    }
+    stats_buffer_ = stats_buffer;
+    std::lock_guard lock(config_mutex_);
+    config_.num_pages = target;
+    config_.actual = actual;
+}
+
 void BalloonDevice::stop_serving() {
     for (const QueueEndpoint& endpoint : endpoints_) {
         active_->loop.remove(active_->notifications[endpoint.index]);

@@ -1,5 +1,6 @@
 #include "vmm/virtio/block/block_device.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "vmm/sys/error.h"
 #include "vmm/virtio/split_ring.h"
 
 namespace vim::vmm::virtio::block {
@@ -169,6 +171,40 @@ void BlockDevice::reset() {
     counters_.in_flight = 0;
     queue_service_.clear();
     active_.reset();
+}
+
+void BlockDevice::quiesce() {
+    if (!active_ || !engine_) {
+        return;
+    }
+    while (engine_->in_flight() > 0) {
+        pollfd completions{.fd = engine_->completion_fd(), .events = POLLIN, .revents = 0};
+        if (::poll(&completions, 1, -1) < 0 && errno != EINTR) {
+            sys::throw_errno("virtio-blk: poll for completions of disk " + disk_.path());
+        }
+        while (const std::optional<Completion> completion = engine_->next_completion()) {
+            finish_operation(*completion);
+        }
+        // A discard's next range was enqueued by finish_operation().
+        engine_->submit();
+    }
+    counters_.in_flight = in_flight_.size();
+    for (std::size_t queue = 0; queue < queue_count_; ++queue) {
+        if (queue_service_[queue].waiting_for_engine_room) {
+            // Chains wait in the ring with notifications off: should the VM
+            // go on here, the loop comes back to them.
+            (void)::eventfd_write(active_->notifications[queue], 1);
+        }
+    }
+    finish_turn();
+}
+
+state::State BlockDevice::save_device() const {
+    if (!in_flight_.empty()) {
+        throw std::logic_error("virtio-blk: disk " + disk_.path() + ": saved with " +
+                               std::to_string(in_flight_.size()) + " requests in flight (not quiesced)");
+    }
+    return state::State::object();
 }
 
 void BlockDevice::serve_notification(std::size_t queue) {

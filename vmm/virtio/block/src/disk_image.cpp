@@ -53,11 +53,8 @@ DiskImage DiskImage::open(const std::string& path, DiskOptions options) {
     }
     image.block_device_ = S_ISBLK(status.st_mode);
 
-    if (::flock(fd, (options.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) {
-            throw DiskError(disk + ": in use by another process (locked)");
-        }
-        sys::throw_errno(disk + ": flock");
+    if (!options.defer_lock) {
+        image.lock(/*wait=*/false);
     }
 
     // The kernel checks here, as at open(), that the filesystem can do direct I/O.
@@ -87,5 +84,20 @@ DiskImage DiskImage::open(const std::string& path, DiskOptions options) {
     }
     return image;
 }
+
+void DiskImage::lock(bool wait) const {
+    int result;
+    do {
+        result = ::flock(fd_.get(), (options_.read_only ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB));
+    } while (result != 0 && errno == EINTR);
+    if (result != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw DiskError("disk " + path_ + ": in use by another process (locked)");
+        }
+        sys::throw_errno("disk " + path_ + ": flock");
+    }
+}
+
+void DiskImage::unlock() const { ::flock(fd_.get(), LOCK_UN); }
 
 }  // namespace vim::vmm::virtio::block

@@ -107,6 +107,32 @@ void NetDevice::reset() {
     active_.reset();
 }
 
+void NetDevice::quiesce() {
+    if (!active_ || broken_) {
+        return;
+    }
+    memory::GuestMemory& memory = active_->memory;
+    for (const DescriptorChain& chain : receive_chains_) {
+        active_->queues[kReceiveQueue].add_used(memory, chain.head, 0);
+    }
+    receive_chains_.clear();
+    if (receive_packet_length_ != 0) {
+        ++receive_counters_.dropped;
+        receive_packet_length_ = 0;
+    }
+    if (transmit_waiting_) {
+        ++transmit_counters_.dropped;
+        active_->queues[kTransmitQueue].add_used(memory, transmit_waiting_->head, 0);
+        transmit_waiting_.reset();
+        // Notifications were left off while it waited: the loop comes back
+        // for the chains behind it, should the VM go on here.
+        (void)::eventfd_write(active_->notifications[kTransmitQueue], 1);
+    }
+    watch_backend();
+    signal_used(kReceiveQueue);
+    signal_used(kTransmitQueue);
+}
+
 void NetDevice::serve_receive_notification() {
     eventfd_t count;
     // Fails only on a counter already drained (the fd is non-blocking).

@@ -372,6 +372,12 @@ void PciTransport::write_status(std::uint8_t status) {
         }
         reset_pending_ = true;
         loop_.post([this] {
+            {
+                std::lock_guard lock(mutex_);
+                if (!reset_pending_) {
+                    return;  // quiesce() finished it
+                }
+            }
             device_->reset();
             std::lock_guard lock(mutex_);
             finish_reset();
@@ -393,12 +399,16 @@ void PciTransport::write_status(std::uint8_t status) {
     }
     if ((added & kStatusDriverOk) && (status_ & kStatusFeaturesOk) && !(status_ & kStatusNeedsReset) &&
         !active_) {
-        active_ = true;
-        const std::uint64_t features = driver_features_;
-        loop_.post([this, features] {
-            device_->activate(Activation{memory_, loop_, features, queues_, notification_fds_, *this});
-        });
+        activate();
     }
+}
+
+void PciTransport::activate() {
+    active_ = true;
+    const std::uint64_t features = driver_features_;
+    loop_.post([this, features] {
+        device_->activate(Activation{memory_, loop_, features, queues_, notification_fds_, *this});
+    });
 }
 
 void PciTransport::finish_reset() {
@@ -488,6 +498,149 @@ void PciTransport::bar_moved(std::size_t bar, std::optional<std::uint64_t>, std:
     if (to) {
         register_notifications(*to);
     }
+}
+
+void PciTransport::quiesce() {
+    bool reset_pending;
+    {
+        std::lock_guard lock(mutex_);
+        reset_pending = reset_pending_;
+    }
+    if (reset_pending) {
+        // The state saved is the one after the reset the driver waits for.
+        device_->reset();
+        std::lock_guard lock(mutex_);
+        finish_reset();
+    }
+    device_->quiesce();
+}
+
+state::State PciTransport::save() const {
+    std::lock_guard lock(mutex_);
+    state::State queues = state::State::array();
+    for (std::size_t index = 0; index < queues_.size(); ++index) {
+        const QueueState& queue = queues_[index].state();
+        queues.push_back({
+            {"vector", queue_vectors_[index]},
+            {"size", queue.size},
+            {"ready", queue.ready},
+            {"descriptor_table", queue.descriptor_table},
+            {"avail_ring", queue.avail_ring},
+            {"used_ring", queue.used_ring},
+            {"next_avail", queue.next_avail},
+            {"next_used", queue.next_used},
+            {"event_idx", queue.event_idx},
+            {"next_used_at_last_check", queue.next_used_at_last_check},
+        });
+    }
+    return {
+        {"config_space", config_.save()},
+        {"msix", msix_.save()},
+        {"device_feature_select", device_feature_select_},
+        {"driver_feature_select", driver_feature_select_},
+        {"driver_features", driver_features_},
+        {"status", status_},
+        {"config_generation", config_generation_},
+        {"config_vector", config_vector_},
+        {"queue_select", queue_select_},
+        {"isr", isr_},
+        {"queues", std::move(queues)},
+        {"device", device_->save_device()},
+    };
+}
+
+void PciTransport::restore(const state::State& state) {
+    const auto vector_field = [this](const state::State& parent, const char* name) {
+        const auto vector = state::unsigned_field<std::uint16_t>(parent, name);
+        if (vector != kNoVector && vector >= msix_.vector_count()) {
+            throw state::StateError(std::string(name) + ": " + std::to_string(vector) + " is past the " +
+                                    std::to_string(msix_.vector_count()) + " MSI-X vectors");
+        }
+        return vector;
+    };
+    std::lock_guard lock(mutex_);
+    state::restoring(name_, [&] {
+        if (active_ || reset_pending_) {
+            throw std::logic_error(name_ + ": restore into a transport the driver has already set going");
+        }
+        const auto device_feature_select =
+            state::unsigned_field<std::uint32_t>(state, "device_feature_select");
+        const auto driver_feature_select =
+            state::unsigned_field<std::uint32_t>(state, "driver_feature_select");
+        const auto driver_features = state::unsigned_field<std::uint64_t>(state, "driver_features");
+        const auto status = state::unsigned_field<std::uint8_t>(state, "status");
+        if ((status & kStatusFeaturesOk) && ((driver_features & ~offered_features_) != 0 ||
+                                             !(driver_features & feature_bit(kFeatureVersion1)))) {
+            throw state::StateError("driver_features: " + sys::hex(driver_features) +
+                                    " accepted (FEATURES_OK) but this device offers " +
+                                    sys::hex(offered_features_));
+        }
+        const auto config_generation = state::unsigned_field<std::uint8_t>(state, "config_generation");
+        const std::uint16_t config_vector = vector_field(state, "config_vector");
+        const auto queue_select = state::unsigned_field<std::uint16_t>(state, "queue_select");
+        const auto isr = state::unsigned_field<std::uint8_t>(state, "isr");
+        if (isr & ~3u) {
+            throw state::StateError("isr: " + std::to_string(isr) + " has bits other than 0 and 1");
+        }
+        const state::State& saved_queues = state::field(state, "queues");
+        if (!saved_queues.is_array() || saved_queues.size() != queues_.size()) {
+            throw state::StateError("queues: not an array of the device's " + std::to_string(queues_.size()) +
+                                    " queues");
+        }
+        std::vector<Queue> queues = queues_;
+        std::vector<std::uint16_t> queue_vectors(queues_.size());
+        for (std::size_t index = 0; index < queues.size(); ++index) {
+            state::restoring("queue " + std::to_string(index), [&] {
+                const state::State& saved = saved_queues[index];
+                queue_vectors[index] = vector_field(saved, "vector");
+                QueueState queue;
+                queue.size = state::unsigned_field<std::uint16_t>(saved, "size");
+                queue.ready = state::unsigned_field<bool>(saved, "ready");
+                queue.descriptor_table = state::unsigned_field<std::uint64_t>(saved, "descriptor_table");
+                queue.avail_ring = state::unsigned_field<std::uint64_t>(saved, "avail_ring");
+                queue.used_ring = state::unsigned_field<std::uint64_t>(saved, "used_ring");
+                queue.next_avail = state::unsigned_field<std::uint16_t>(saved, "next_avail");
+                queue.next_used = state::unsigned_field<std::uint16_t>(saved, "next_used");
+                queue.event_idx = state::unsigned_field<bool>(saved, "event_idx");
+                queue.next_used_at_last_check =
+                    state::unsigned_field<std::uint16_t>(saved, "next_used_at_last_check");
+                try {
+                    queues[index].restore(queue, memory_);
+                } catch (const QueueBrokenError& error) {
+                    throw state::StateError(error.what());
+                }
+            });
+        }
+        state::restoring("config space", [&] { config_.restore(state::field(state, "config_space")); });
+        const bool activate_device =
+            (status & kStatusDriverOk) && (status & kStatusFeaturesOk) && !(status & kStatusNeedsReset);
+        state::restoring("device", [&] {
+            device_->restore_device(state::field(state, "device"), driver_features, queues);
+        });
+        msix_.restore(state::field(state, "msix"), config_);
+
+        device_feature_select_ = device_feature_select;
+        driver_feature_select_ = driver_feature_select;
+        driver_features_ = driver_features;
+        status_ = status;
+        config_generation_ = config_generation;
+        config_vector_ = config_vector;
+        queue_select_ = queue_select;
+        isr_ = isr;
+        queues_ = std::move(queues);
+        queue_vectors_ = std::move(queue_vectors);
+        intx_.sync(config_);
+        if (activate_device) {
+            activate();
+            // A request the driver queued after the source's device last
+            // looked is served; if there was none, the device finds nothing.
+            for (std::size_t index = 0; index < queues_.size(); ++index) {
+                if (queues_[index].ready()) {
+                    notifications_[index]->signal();
+                }
+            }
+        }
+    });
 }
 
 nlohmann::json PciTransport::stats() const {

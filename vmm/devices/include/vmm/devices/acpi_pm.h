@@ -7,6 +7,7 @@
 
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::devices {
 
@@ -18,7 +19,7 @@ namespace vim::vmm::devices {
 // PM1a event block: PM1_STS (2 bytes, write 1 to clear) then PM1_EN (2 bytes).
 // The one event is the fixed-hardware power button, the graceful way for the
 // host to ask an ACPI-aware guest (systemd, acpid) to shut down.
-class AcpiPm1EventBlock final : public BusDevice {
+class AcpiPm1EventBlock final : public BusDevice, public state::Stateful {
 public:
     static constexpr std::uint16_t kPortSpan = 4;  // the FADT's PM1_EVT_LEN
 
@@ -32,11 +33,15 @@ public:
     // it once it has enabled the power-button event.
     void press_power_button();
 
+    // PM1_STS and PM1_EN; restore() raises the SCI when an enabled event is pending.
+    state::State save() const override;
+    void restore(const state::State& state) override;
+
 private:
     void update_interrupt();
 
     InterruptLine& sci_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::uint16_t status_ = 0;
     std::uint16_t enable_ = 0;
     bool interrupt_level_ = false;
@@ -45,7 +50,7 @@ private:
 // PM1a control block: PM1_CNT (2 bytes). Writing SLP_EN with the S5 sleep
 // type (the one the DSDT's \_S5 advertises) powers the machine off; other
 // sleep types are not advertised and are ignored.
-class AcpiPm1ControlBlock final : public BusDevice {
+class AcpiPm1ControlBlock final : public BusDevice, public state::Stateful {
 public:
     static constexpr std::uint16_t kPortSpan = 2;  // the FADT's PM1_CNT_LEN
 
@@ -57,10 +62,14 @@ public:
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
+    // PM1_CNT as the guest left it (SLP_TYP and the bits it may set).
+    state::State save() const override;
+    void restore(const state::State& state) override;
+
 private:
     const std::uint8_t s5_sleep_type_;
     const std::function<void()> on_power_off_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::uint16_t control_ = 0;
 };
 

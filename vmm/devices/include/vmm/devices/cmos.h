@@ -8,6 +8,7 @@
 #include <span>
 
 #include "vmm/devices/bus_device.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::devices {
 
@@ -27,7 +28,7 @@ namespace vim::vmm::devices {
 // Firmware conventionally leaves the memory size in CMOS; the boot path does
 // not need it, but guests and tools that look there find what QEMU and Cloud
 // Hypervisor put.
-class Cmos final : public BusDevice {
+class Cmos final : public BusDevice, public state::Stateful {
 public:
     struct MemorySize {
         std::uint64_t below_4g = 0;  // bytes of RAM below 4 GiB (including the first MiB)
@@ -45,13 +46,18 @@ public:
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
+    // The RAM bytes (what the guest wrote, the time registers among them)
+    // and the index; the clock itself is the destination host's.
+    state::State save() const override;
+    void restore(const state::State& state) override;
+
 private:
     std::uint8_t read_data();
     void write_data(std::uint8_t value);
     std::uint8_t encode(int value) const;
 
     const Clock clock_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::array<std::uint8_t, 128> bytes_{};
     std::uint8_t index_ = 0;
 };

@@ -11,6 +11,7 @@
 
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::devices {
 
@@ -32,7 +33,7 @@ namespace vim::vmm::devices {
 // to the mouse at once, so neither the probe nor psmouse waits for timeouts.
 // Only scan code set 2 exists, delivered as set 1 while the command byte asks
 // the controller to translate.
-class I8042 final : public BusDevice {
+class I8042 final : public BusDevice, public state::Stateful {
 public:
     static constexpr std::uint16_t kDataOffset = 0;
     static constexpr std::uint16_t kCommandOffset = 4;
@@ -51,6 +52,12 @@ public:
     // scanning off or the keyboard's buffer cannot take the whole sequence
     // (the guest is not reading it).
     bool request_ctrl_alt_del();
+
+    // Controller RAM, output port and buffer, the keyboard's and aux side's
+    // queued bytes and the commands waiting for an argument. restore() drives
+    // IRQ 1 or 12 high when the output buffer holds a byte that interrupts.
+    state::State save() const override;
+    void restore(const state::State& state) override;
 
 private:
     // The side of the controller a byte in the output buffer belongs to: the
@@ -85,7 +92,7 @@ private:
     DrivenLine aux_interrupt_;
     const std::function<void()> on_reset_;
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::array<std::uint8_t, 32> ram_{};  // ram_[0] is the command byte
     std::uint8_t output_port_;
     // What the guest reads at the data port next; OBF is set while it holds one.

@@ -9,6 +9,7 @@
 
 #include "vmm/devices/bus_device.h"
 #include "vmm/devices/interrupts.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::devices {
 
@@ -25,7 +26,7 @@ namespace vim::vmm::devices {
 // change outside loopback), parity/framing/break errors, the receive-timeout
 // interrupt and FIFO trigger levels (data-ready interrupts on any byte, which
 // the driver handles the same way).
-class Serial final : public BusDevice {
+class Serial final : public BusDevice, public state::Stateful {
 public:
     // Receives each byte the guest transmits, on the vCPU thread, with the
     // UART's lock held (so output from several vCPUs stays in order): it must
@@ -52,6 +53,13 @@ public:
     // the caller keeps the rest until input_drained.
     std::size_t enqueue_input(std::span<const std::uint8_t> bytes);
 
+    // The registers, the input FIFO and the interrupt conditions. The host's
+    // wait for FIFO space does not travel: the destination's console starts
+    // afresh. restore() drives the interrupt line high if an interrupt is
+    // pending, as the source had it.
+    state::State save() const override;
+    void restore(const state::State& state) override;
+
 private:
     std::uint8_t read_register(std::uint16_t offset, bool& drained);
     void write_register(std::uint16_t offset, std::uint8_t value, bool& drained);
@@ -65,7 +73,7 @@ private:
     const OutputSink output_;
     const std::function<void()> input_drained_;
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::deque<std::uint8_t> input_;
     bool host_waiting_for_space_ = false;
     std::uint8_t interrupt_enable_ = 0;

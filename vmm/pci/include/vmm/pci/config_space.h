@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 
+#include "vmm/state/state.h"
+
 namespace vim::vmm::pci {
 
 // Conventional PCI's 256 bytes. Linux reaches a function through
@@ -118,6 +120,13 @@ public:
 
     // "pci device 1af4:1042", for error messages.
     std::string describe() const;
+
+    // The 64 registers. restore() takes them only where they differ from
+    // this function's in bits the guest could write (or the device sets and
+    // the guest clears): a state of another kind of device, or with a
+    // read-only bit changed, is a StateError naming the register.
+    state::State save() const;
+    void restore(const state::State& state);
 
 private:
     std::array<std::uint32_t, kConfigRegisterCount> registers_{};

@@ -9,6 +9,7 @@
 
 #include "vmm/devices/interrupts.h"
 #include "vmm/pci/config_space.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::pci {
 
@@ -73,6 +74,13 @@ public:
     Delivery notify(std::size_t vector);
 
     bool enabled() const;
+
+    // The table entries and pending bits; enable and function mask live in
+    // the ConfigSpace. restore() takes them after `config` was restored:
+    // every entry that is live gets its route set again, and a pending
+    // vector stays pending (or fires, if live) as it would have.
+    state::State save() const;
+    void restore(const state::State& state, const ConfigSpace& config);
 
 private:
     struct Entry {

@@ -13,8 +13,11 @@
 #include "vmm/devices/bus.h"
 #include "vmm/pci/config_space.h"
 #include "vmm/pci/pci_device.h"
+#include "vmm/state/state.h"
 
 namespace vim::vmm::pci {
+
+class HostBridge;
 
 // A function's place in configuration space, as mechanism #1's CONFIG_ADDRESS
 // (or ECAM) names it.
@@ -42,7 +45,7 @@ struct ConfigAddress {
 // Thread-safe. Config accesses are serialised under one lock (they are rare,
 // and a BAR move must see the whole table of BARs); BAR accesses go from the
 // MMIO bus to the device with no lock of the root's held.
-class RootBus {
+class RootBus final : public state::Stateful {
 public:
     static constexpr std::size_t kSlotCount = 32;
     static constexpr std::uint16_t kHostBridgeVendorId = 0x8086;  // Intel
@@ -85,6 +88,15 @@ public:
     // mapped (outside the window, or over another BAR), each counted once.
     std::uint64_t refused_bar_mappings() const;
 
+    // The host bridge's configuration space; the other functions' are their
+    // devices' to save.
+    state::State save() const override;
+    void restore(const state::State& state) override;
+    // After every function's configuration space was restored: each BAR
+    // decodes where the restored registers say (bar_moved() telling its
+    // device), as after a guest's write to them.
+    void restore_mappings();
+
 private:
     struct Bar {
         std::uint64_t size = 0;  // 0: none (or the upper half of a 64-bit BAR)
@@ -124,6 +136,7 @@ private:
     const IntxRouting intx_;
     mutable std::mutex mutex_;
     std::array<std::unique_ptr<Function>, kSlotCount> slots_;
+    std::shared_ptr<HostBridge> host_bridge_;  // slots_[0]'s device
     std::uint64_t refused_bar_mappings_ = 0;
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "vmm/memory/guest_memory.h"
+#include "vmm/state/state.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/queue.h"
 
@@ -92,6 +93,19 @@ public:
 
     // Counters for `stats` (requests, bytes, errors, ...).
     virtual nlohmann::json stats() const = 0;
+
+    // For a snapshot or a migration, with the vCPUs paused. quiesce() runs on
+    // the event loop's thread: the device finishes the work it has in flight
+    // (a disk's requests reach the used ring), so that save_device() sees
+    // none half done. save_device() holds what the transport does not: the
+    // queues and the negotiated features are the transport's.
+    virtual void quiesce() {}
+    virtual state::State save_device() const { return state::State::object(); }
+    // Before activate(), on a device built from the same configuration, with
+    // what the transport restored: the features the driver accepted and the
+    // queues. Throws state::StateError for a state it cannot take.
+    virtual void restore_device(const state::State& /*state*/, std::uint64_t /*features*/,
+                                std::span<const Queue> /*queues*/) {}
 };
 
 }  // namespace vim::vmm::virtio

@@ -17,6 +17,7 @@
 #include "vmm/pci/intx.h"
 #include "vmm/pci/msix.h"
 #include "vmm/pci/pci_device.h"
+#include "vmm/state/state.h"
 #include "vmm/sys/event_fd.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/virtio/device.h"
@@ -39,7 +40,7 @@ namespace vim::vmm::virtio {
 // loop. Activation (DRIVER_OK) and reset (status 0) are handed to the loop,
 // and the status register reads its old value until a reset is done there,
 // as the driver waits for it to read 0 (spec 4.1.4.3.2).
-class PciTransport final : public pci::PciDevice, private DeviceInterrupt {
+class PciTransport final : public pci::PciDevice, public state::Stateful, private DeviceInterrupt {
 public:
     // BAR 0's layout.
     static constexpr std::uint64_t kBarSize = 0x8000;
@@ -75,6 +76,20 @@ public:
     // The device's counters and the transport's state (status, interrupts).
     nlohmann::json stats() const;
 
+    // On the event loop's thread, vCPUs paused: finishes a reset the driver
+    // asked for, then lets the device finish its work in flight.
+    void quiesce() override;
+    // Config space, MSI-X, the common configuration registers, the ISR, each
+    // queue's QueueState and the device's own state.
+    state::State save() const override;
+    // On a transport never activated, before the loop runs. A device the
+    // driver had set going (DRIVER_OK) is activated again with the restored
+    // queues, through the loop as on DRIVER_OK, and each ready queue's
+    // notification is signalled once, so a request the driver queued before
+    // the source paused is served. Queue addresses are checked as
+    // Queue::enable() checks them.
+    void restore(const state::State& state) override;
+
 private:
     // DeviceInterrupt, for the device on the event loop.
     void used_buffers(std::size_t queue) override;
@@ -84,6 +99,8 @@ private:
     std::uint64_t read_common(std::uint64_t offset, std::size_t size);
     void write_common(std::uint64_t offset, std::size_t size, std::uint64_t value);
     void write_status(std::uint8_t status);
+    // Hands the device its activation, to run on the loop.
+    void activate();
     void enable_queue(Queue& queue);
     std::uint16_t checked_vector(std::uint64_t vector) const;
     // Raises `vector` through MSI-X or, where MSI-X is off, INTx with `isr_bit`.

@@ -113,6 +113,12 @@ public:
     // came (null before any).
     nlohmann::json stats() const override;
 
+    // The target and actual sizes and the stats buffer the device holds (its
+    // head, given back on the next request_guest_stats()).
+    state::State save_device() const override;
+    void restore_device(const state::State& state, std::uint64_t features,
+                        std::span<const Queue> queues) override;
+
 private:
     const Options options_;
 

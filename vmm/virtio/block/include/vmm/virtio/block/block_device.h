@@ -116,6 +116,14 @@ public:
     // io_uring; engine_error: why none could be made, when so.
     nlohmann::json stats() const override;
 
+    // Waits, on the loop's thread, until every request at the engine has
+    // completed and is on its used ring (the driver interrupted as usual).
+    // Chains still in the available ring stay there for the next look.
+    void quiesce() override;
+    // Nothing travels but the queues (the transport's): throws
+    // std::logic_error if a request is in flight, which quiesce() prevents.
+    state::State save_device() const override;
+
 private:
     struct InFlightRequest {
         std::size_t queue;

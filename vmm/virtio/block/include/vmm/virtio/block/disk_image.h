@@ -22,6 +22,9 @@ struct DiskOptions {
     // O_DIRECT: the host's page cache is bypassed; requests must be aligned to
     // logical_block_size() in offset, length and memory.
     bool direct = false;
+    // Open without the lock, for a VM arriving by migration: the source holds
+    // it until it hands the guest over, and lock() takes it then.
+    bool defer_lock = false;
 };
 
 // A raw image file or a block device, open and locked for one vmm: exclusively when writable,
@@ -40,6 +43,13 @@ public:
     bool read_only() const noexcept { return options_.read_only; }
     bool direct() const noexcept { return options_.direct; }
     bool is_block_device() const noexcept { return block_device_; }
+
+    // Takes the lock open() would have (after defer_lock), waiting for a
+    // process that holds it to let go when `wait`; throws DiskError otherwise.
+    void lock(bool wait) const;
+    // Lets the lock go before the descriptor closes: a migrating VM's source
+    // hands its disks to the destination this way.
+    void unlock() const;
 
 private:
     DiskImage(std::string path, DiskOptions options, sys::Fd fd)

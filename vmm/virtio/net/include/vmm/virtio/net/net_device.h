@@ -83,6 +83,14 @@ public:
     // and writes on the backend).
     nlohmann::json stats() const override;
 
+    // Gives back what the device holds outside the rings, so that nothing of
+    // the driver's is lost with the source: receive chains held for a packet
+    // go back empty (the driver drops them as runts and posts them again),
+    // the packet read from the tap and a transmit chain the tap did not take
+    // yet are dropped (counted), as a network may drop them. The link state
+    // does not travel: the destination's tap is a new one.
+    void quiesce() override;
+
 private:
     struct Counters {
         std::atomic<std::uint64_t> packets = 0;
