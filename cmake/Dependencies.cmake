@@ -34,6 +34,8 @@ vim_require_pkg(zlib zlib zlib1g-dev)
 vim_require_pkg(libzstd libzstd libzstd-dev)
 vim_require_pkg(lzo2 lzo2 liblzo2-dev)
 vim_require_pkg(liblz4 liblz4 liblz4-dev)
+# Linked by name (-lxxhash), so that the static vmm takes libxxhash.a.
+vim_require_header(xxhash.h libxxhash-dev)
 # Debian's libbz2-dev has no pkg-config file; CMake's own module finds it.
 find_package(BZip2 QUIET)
 if(NOT BZIP2_FOUND)

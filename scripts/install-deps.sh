@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake ninja-build pkg-config
     linux-libc-dev liburing-dev libnl-3-dev libnl-route-3-dev
-    nlohmann-json3-dev libcli11-dev liblzma-dev zlib1g-dev libzstd-dev libbz2-dev liblzo2-dev liblz4-dev
+    nlohmann-json3-dev libcli11-dev liblzma-dev zlib1g-dev libzstd-dev libbz2-dev liblzo2-dev liblz4-dev libxxhash-dev
     libsqlite3-dev libcpp-httplib-dev libssl-dev libspdlog-dev sqlite3 wrk curl
     libgtest-dev libgmock-dev libbenchmark-dev acpica-tools
     clang libclang-rt-14-dev clang-format

@@ -2,8 +2,8 @@
 # Runs every test: the format check, unit tests and the controller's process
 # tests under ASan + UBSan, a bounded fuzzing run, then, in one sandbox (or
 # natively on a hardware-KVM host), the network-namespace tests and the KVM
-# tests, with a smoke run of the network benchmark; then smoke runs of the
-# other benchmarks.
+# tests, with smoke runs of the network and migration benchmarks; then smoke
+# runs of the other benchmarks.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -20,7 +20,7 @@ ctest --test-dir build/sanitize -L 'unit|controller' --output-on-failure -j 2
 echo "== fuzzing (60 s over the virtqueue and block request fuzzers)"
 scripts/fuzz.sh 60
 
-echo "== network-namespace tests, KVM tests, network benchmark smoke run"
+echo "== network-namespace tests, KVM tests, network and migration benchmark smoke runs"
 scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release
 # The Debian image the distribution test boots: built once, then cached.
 tests/guest/build-debian-image.sh
@@ -30,10 +30,12 @@ tests/guest/build-debian-image.sh
 tests/kvm-sandbox/kvm-run --retries 2 -- sh -c '
     ctest --test-dir build/sanitize -L netns --output-on-failure &&
     ctest --test-dir build/release -L kvm --output-on-failure &&
-    bench/net_compare.py --quick --build build/release'
+    bench/net_compare.py --quick --build build/release &&
+    bench/migration_compare.py --quick --build build/release'
 
-echo "== benchmark smoke runs: block engine beside fio, hwprobe, placement, controller API"
+echo "== benchmark smoke runs: block engine beside fio, migration engine beside TCP, hwprobe, placement, controller API"
 bench/block_compare.py --quick --build build/release
+build/release/bench/migration_bench --quick
 build/release/bench/hwprobe_bench --benchmark_min_time=0.05
 PLACEMENT_BENCH_DIR=/var/tmp build/release/bench/placement_bench --benchmark_min_time=0.05
 bench/controller_compare.py --vimd build/release/controller/vimd/vimd --duration 2 --image-mib 64 --rounds 1

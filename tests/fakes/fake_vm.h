@@ -33,11 +33,16 @@ public:
         return bitmap;
     }
 
-    void clear_dirty_log(std::uint32_t slot, std::span<const std::uint64_t> pages) override {
+    void clear_dirty_log(std::uint32_t slot, std::uint64_t first_page,
+                         std::span<const std::uint64_t> pages) override {
         require(slot);
+        if (first_page % 64 != 0) {
+            throw std::invalid_argument("clear dirty log: first page is not a multiple of 64");
+        }
         auto& bitmap = injected_dirty[slot];
-        for (std::size_t i = 0; i < pages.size() && i < bitmap.size(); ++i) {
-            bitmap[i] &= ~pages[i];
+        const std::size_t first_word = first_page / 64;
+        for (std::size_t i = 0; i < pages.size() && first_word + i < bitmap.size(); ++i) {
+            bitmap[first_word + i] &= ~pages[i];
         }
     }
 

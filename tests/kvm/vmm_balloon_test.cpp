@@ -33,18 +33,6 @@ std::int64_t resident_bytes(pid_t pid) {
     return -1;
 }
 
-// Polls `condition` every 200 ms for up to `timeout`.
-bool eventually(const std::function<bool()>& condition, std::chrono::seconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!condition()) {
-        if (std::chrono::steady_clock::now() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    return true;
-}
-
 class VmmBalloon : public VmmBoot {
 protected:
     std::unique_ptr<VmmProcess> boot_guest(const std::string& balloon_options = "") {

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "vmm/control/client.h"
@@ -29,6 +31,18 @@ inline constexpr auto kExitTimeout = 30s;
 inline std::string value_after(const std::string& line, const std::string& key) {
     auto at = line.find(key);
     return at == std::string::npos ? "" : line.substr(at + key.size());
+}
+
+// Polls `condition` every 200 ms for up to `timeout`.
+inline bool eventually(const std::function<bool()>& condition, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return true;
 }
 
 struct HostResult {

@@ -2,9 +2,12 @@
 // virtio_net driver on our virtio-net, behind a tap on a bridge, all inside a
 // network namespace the test makes (nothing reaches any other network).
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -15,6 +18,7 @@
 
 #include "vmm/netlink/netlink.h"
 #include "vmm/sys/fd.h"
+#include "vmm/virtio/net/mac_address.h"
 #include "vmm_fixture.h"
 #include "vmm_process.h"
 
@@ -147,6 +151,71 @@ TEST_F(VmmNetwork, GuestsOnOneBridgeReachEachOtherAndNotAGuestOnAnother) {
     EXPECT_EQ(run_in_guest(*first, "ping -c 3 -W 5 10.0.1.2").status, 0) << first->console();
     EXPECT_NE(run_in_guest(*first, "ping -c 2 -W 2 10.0.1.3").status, 0) << first->console();
     EXPECT_NE(run_in_guest(*isolated, "ping -c 2 -W 2 10.0.1.2").status, 0) << isolated->console();
+}
+
+// A TCP connection from the host to the guest survives a live migration to
+// another vmm whose NIC is on another tap of the same bridge: the guest keeps
+// its MAC (it travels with the VM) and the bridge finds it on its new port.
+TEST_F(VmmNetwork, TcpConnectionToTheGuestSurvivesALiveMigration) {
+    make_bridge("br0", "10.0.2.1/24");
+    auto source = boot_guest("tap0", "br0", "10.0.2.2/24", "", /*api_socket=*/true);
+    ASSERT_FALSE(HasFailure());
+    source->type("nc -l -p 7000 -e cat &\n");
+    ASSERT_TRUE(
+        eventually([] { return run_on_host("busybox nc -w 1 10.0.2.2 7000 </dev/null").status == 0; }, 60s));
+    source->type("nc -l -p 7001 -e cat &\n");
+
+    // One connection, open across the move.
+    vim::vmm::sys::Fd connection(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in guest{};
+    guest.sin_family = AF_INET;
+    guest.sin_port = htons(7001);
+    guest.sin_addr.s_addr = htonl(0x0a000202);
+    ASSERT_TRUE(eventually(
+        [&] { return ::connect(connection.get(), reinterpret_cast<sockaddr*>(&guest), sizeof guest) == 0; },
+        60s));
+    timeval timeout{30, 0};
+    ::setsockopt(connection.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    auto echo = [&](const std::string& text) {
+        if (::send(connection.get(), text.data(), text.size(), MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(text.size())) {
+            return std::string("(send failed)");
+        }
+        std::string received(text.size(), '\0');
+        std::size_t have = 0;
+        while (have < text.size()) {
+            const ssize_t got = ::recv(connection.get(), received.data() + have, text.size() - have, 0);
+            if (got <= 0) {
+                return std::string("(no echo)");
+            }
+            have += static_cast<std::size_t>(got);
+        }
+        return received;
+    };
+    ASSERT_EQ(echo("before the move\n"), "before the move\n");
+
+    VmmProcess destination({"--incoming", "tcp:127.0.0.1:0", "--net", "tap=tap1,bridge=br0"},
+                           VmmProcess::Input::Pipe);
+    const auto port = destination.wait_for_error("waiting for a migration on port ", 30s);
+    ASSERT_TRUE(port) << destination.errors();
+    json reply = command(*source, "migrate", {{"uri", "tcp:127.0.0.1:" + *port}});
+    ASSERT_TRUE(reply.value("ok", false)) << reply.dump();
+    json status;
+    eventually(
+        [&] {
+            status = command(*source, "migrate-status");
+            return status.value("state", "") != "active";
+        },
+        300s);
+    ASSERT_EQ(status.value("state", ""), "completed") << status.dump() << destination.errors();
+    command(*source, "shutdown");
+    EXPECT_EQ(source->wait_exit(kExitTimeout), 0) << source->errors();
+
+    EXPECT_EQ(echo("after the move\n"), "after the move\n") << destination.console() << destination.errors();
+    auto mac = run_in_guest(destination, "cat /sys/class/net/eth0/address");
+    EXPECT_NE(mac.output.find(vim::vmm::virtio::net::to_string(vim::vmm::virtio::net::stable_mac("tap0"))),
+              std::string::npos)
+        << mac.output;
 }
 
 }  // namespace

@@ -120,6 +120,24 @@ std::optional<std::string> VmmProcess::next_line() {
     return line;
 }
 
+std::optional<std::string> VmmProcess::wait_for_error(const std::string& text,
+                                                      std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    for (;;) {
+        const auto at = errors_.find(text);
+        if (at != std::string::npos) {
+            const auto end = errors_.find('\n', at);
+            if (end != std::string::npos) {
+                return errors_.substr(at + text.size(), end - at - text.size());
+            }
+        }
+        if (Clock::now() >= deadline ||
+            !pump(std::min(remaining(deadline), std::chrono::milliseconds(100)))) {
+            return std::nullopt;
+        }
+    }
+}
+
 std::optional<std::string> VmmProcess::wait_for_line(const std::string& text,
                                                      std::chrono::milliseconds timeout) {
     auto deadline = Clock::now() + timeout;

@@ -29,6 +29,9 @@ public:
     // Reads the console until a line containing `text` appears; returns that
     // line, or nullopt if the vmm exits or `timeout` passes first.
     std::optional<std::string> wait_for_line(const std::string& text, std::chrono::milliseconds timeout);
+    // Reads stderr until `text` appears in it; returns the rest of its line,
+    // or nullopt if the vmm exits or `timeout` passes first.
+    std::optional<std::string> wait_for_error(const std::string& text, std::chrono::milliseconds timeout);
     // Reads the console for `duration` and returns the lines that arrived.
     std::vector<std::string> lines_during(std::chrono::milliseconds duration);
     // Waits for the process to end; returns its exit code, or nullopt on a

@@ -241,3 +241,97 @@ TEST_F(Validate, UnreadableInitrdIsRefusedWhenNotRoot) {
 }
 
 }  // namespace
+
+namespace {
+
+using vim::vmm::config::StartFrom;
+
+TEST(ParseCommandLine, IncomingAndRestoreTakeTheVmsShapeFromWhereItComesFrom) {
+    auto incoming = parse({"--incoming", "tcp:127.0.0.1:4444", "--api-socket", "/run/vm.sock"});
+    ASSERT_TRUE(incoming);
+    EXPECT_EQ(incoming->start.kind, StartFrom::Kind::Incoming);
+    EXPECT_EQ(incoming->start.where, "tcp:127.0.0.1:4444");
+    auto restore = parse({"--restore", "/snapshots/a", "--disk", "path=/img/a.raw"});
+    ASSERT_TRUE(restore);
+    EXPECT_EQ(restore->start.kind, StartFrom::Kind::Restore);
+    EXPECT_EQ(restore->disks.size(), 1u);
+
+    EXPECT_EQ(usage_error({"--incoming", "tcp:h:1", "--cpus", "2"}),
+              "--cpus: the VM's own comes with --incoming; not with it");
+    EXPECT_EQ(usage_error({"--restore", "/s", "--kernel", "/k"}),
+              "--kernel: the VM's own comes with --restore; not with it");
+    EXPECT_EQ(usage_error({"--restore", "/s", "--incoming", "tcp:h:1"}),
+              "--incoming and --restore: a VM starts from one of them, not both");
+    EXPECT_EQ(usage_error({"--cpus", "2"}), "--kernel is required (or --incoming or --restore)");
+}
+
+TEST(Shape, TravelsAndIsTakenBackWithItsDevices) {
+    VmConfig source;
+    source.cpus = 4;
+    source.memory_bytes = 1ull << 30;
+    source.disks = {{"/img/a.raw", true, false}, {"/img/b.raw", false, true}};
+    source.nets = {vim::vmm::config::parse_net("tap=tap0,mac=52:54:00:12:34:56,bridge=br0,mtu=9000")};
+    source.balloon.free_page_reporting = false;
+    const nlohmann::json shape = vim::vmm::config::shape_to_json(source);
+
+    VmConfig destination;  // no flags of its own: everything comes from the shape
+    vim::vmm::config::apply_shape(nlohmann::json::parse(shape.dump()), destination);
+    EXPECT_EQ(destination.cpus, 4u);
+    EXPECT_EQ(destination.memory_bytes, 1ull << 30);
+    EXPECT_EQ(destination.disks, source.disks);
+    EXPECT_EQ(destination.nets, source.nets);
+    EXPECT_FALSE(destination.balloon.free_page_reporting);
+    EXPECT_TRUE(destination.balloon.deflate_on_oom);
+}
+
+TEST(Shape, LocalDisksRemapTheTravellingOnesOneForOne) {
+    VmConfig source;
+    source.disks = {{"/img/a.raw", false, false}};
+    const nlohmann::json shape = vim::vmm::config::shape_to_json(source);
+
+    VmConfig remapped;
+    remapped.disks = {{"/elsewhere/a.raw", false, false}};
+    vim::vmm::config::apply_shape(shape, remapped);
+    EXPECT_EQ(remapped.disks[0].path, "/elsewhere/a.raw");
+
+    VmConfig too_many;
+    too_many.disks = {{"/x", false, false}, {"/y", false, false}};
+    try {
+        vim::vmm::config::apply_shape(shape, too_many);
+        FAIL() << "accepted";
+    } catch (const UsageError& error) {
+        EXPECT_STREQ(error.what(), "--disk: 2 given, the VM has 1");
+    }
+}
+
+TEST(Shape, HostileShapesAreRefusedNamingTheField) {
+    auto refusal = [](const nlohmann::json& shape) {
+        VmConfig config;
+        try {
+            vim::vmm::config::apply_shape(shape, config);
+        } catch (const UsageError& error) {
+            return std::string(error.what());
+        }
+        return std::string("(accepted)");
+    };
+    const VmConfig defaults;
+    const nlohmann::json good = vim::vmm::config::shape_to_json(defaults);
+    EXPECT_EQ(refusal(nlohmann::json::array()), "the VM's shape is not a JSON object");
+    auto without_cpus = good;
+    without_cpus.erase("cpus");
+    EXPECT_EQ(refusal(without_cpus), "the VM's shape: cpus is missing or not a number");
+    auto zero_cpus = good;
+    zero_cpus["cpus"] = 0u;
+    EXPECT_EQ(refusal(zero_cpus), "the VM's shape: cpus 0 is out of range");
+    auto bad_disk = good;
+    bad_disk["disks"] = {"path=/a,readonly=maybe"};
+    EXPECT_EQ(refusal(bad_disk), "--disk path=/a,readonly=maybe: readonly='maybe' is not on or off");
+    auto disk_not_text = good;
+    disk_not_text["disks"] = {42};
+    EXPECT_EQ(refusal(disk_not_text), "the VM's shape: disks: an entry is not a string");
+    auto bad_balloon = good;
+    bad_balloon["balloon"] = "free_page_reporting=sometimes";
+    EXPECT_NE(refusal(bad_balloon).find("--balloon"), std::string::npos);
+}
+
+}  // namespace

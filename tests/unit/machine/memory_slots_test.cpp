@@ -37,7 +37,7 @@ TEST(RegisterGuestMemory, DirtyLoggingIsOptional) {
     vm.injected_dirty[0] = {0b1010};
     auto dirty = vm.dirty_log(0);
     EXPECT_EQ(dirty, std::vector<std::uint64_t>{0b1010});
-    vm.clear_dirty_log(0, dirty);
+    vm.clear_dirty_log(0, 0, dirty);
     EXPECT_EQ(vm.dirty_log(0), std::vector<std::uint64_t>{0});
     EXPECT_THROW(vm.dirty_log(3), std::invalid_argument);
 }

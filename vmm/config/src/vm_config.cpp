@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -200,6 +201,103 @@ std::uint64_t parse_memory_size(const std::string& text) {
     return value * unit;
 }
 
+namespace {
+
+std::string disk_text(const DiskConfig& disk) {
+    return "path=" + disk.path + ",readonly=" + (disk.readonly ? "on" : "off") +
+           ",direct=" + (disk.direct ? "on" : "off");
+}
+
+std::string net_text(const NetConfig& net) {
+    std::string text = "tap=" + net.tap;
+    if (net.mac) {
+        char mac[18];
+        std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", (*net.mac)[0], (*net.mac)[1],
+                      (*net.mac)[2], (*net.mac)[3], (*net.mac)[4], (*net.mac)[5]);
+        text += ",mac=";
+        text += mac;
+    }
+    if (!net.bridge.empty()) {
+        text += ",bridge=" + net.bridge;
+    }
+    if (net.mtu) {
+        text += ",mtu=" + std::to_string(*net.mtu);
+    }
+    return text;
+}
+
+// The list `name` of `shape`, each entry parsed by `parse`; `given` (this
+// end's flags) replaces it entry for entry when not empty.
+template <typename Entry, typename Parse>
+std::vector<Entry> travelling_list(const nlohmann::json& shape, const char* name, std::vector<Entry> given,
+                                   Parse parse) {
+    const auto list = shape.find(name);
+    if (list == shape.end() || !list->is_array()) {
+        throw UsageError(std::string("the VM's shape: ") + name + " is missing or not a list");
+    }
+    std::vector<Entry> travelling;
+    for (const auto& entry : *list) {
+        if (!entry.is_string()) {
+            throw UsageError(std::string("the VM's shape: ") + name + ": an entry is not a string");
+        }
+        travelling.push_back(parse(entry.get<std::string>()));
+    }
+    if (given.empty()) {
+        return travelling;
+    }
+    if (given.size() != travelling.size()) {
+        throw UsageError("--" + std::string(name).substr(0, std::string(name).size() - 1) + ": " +
+                         std::to_string(given.size()) + " given, the VM has " +
+                         std::to_string(travelling.size()));
+    }
+    return given;
+}
+
+}  // namespace
+
+nlohmann::json shape_to_json(const VmConfig& config) {
+    nlohmann::json disks = nlohmann::json::array(), nets = nlohmann::json::array();
+    for (const DiskConfig& disk : config.disks) {
+        disks.push_back(disk_text(disk));
+    }
+    for (const NetConfig& net : config.nets) {
+        nets.push_back(net_text(net));
+    }
+    return {{"cpus", config.cpus},
+            {"memory_bytes", config.memory_bytes},
+            {"disks", disks},
+            {"nets", nets},
+            {"balloon", std::string("free_page_reporting=") +
+                            (config.balloon.free_page_reporting ? "on" : "off") +
+                            ",deflate_on_oom=" + (config.balloon.deflate_on_oom ? "on" : "off")}};
+}
+
+void apply_shape(const nlohmann::json& shape, VmConfig& config) {
+    if (!shape.is_object()) {
+        throw UsageError("the VM's shape is not a JSON object");
+    }
+    auto number = [&](const char* name) {
+        const auto field = shape.find(name);
+        if (field == shape.end() || !field->is_number_unsigned()) {
+            throw UsageError(std::string("the VM's shape: ") + name + " is missing or not a number");
+        }
+        return field->get<std::uint64_t>();
+    };
+    const std::uint64_t cpus = number("cpus");
+    if (cpus == 0 || cpus > std::numeric_limits<std::uint32_t>::max()) {
+        throw UsageError("the VM's shape: cpus " + std::to_string(cpus) + " is out of range");
+    }
+    config.cpus = static_cast<std::uint32_t>(cpus);
+    config.memory_bytes = number("memory_bytes");
+    const auto balloon = shape.find("balloon");
+    if (balloon == shape.end() || !balloon->is_string()) {
+        throw UsageError("the VM's shape: balloon is missing or not a string");
+    }
+    config.balloon = parse_balloon(balloon->get<std::string>());
+    config.disks = travelling_list(shape, "disks", std::move(config.disks), parse_disk);
+    config.nets = travelling_list(shape, "nets", std::move(config.nets), parse_net);
+}
+
 BalloonConfig parse_balloon(const std::string& text) {
     const std::string flag = "--balloon " + text;
     BalloonConfig balloon;
@@ -234,8 +332,7 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     app.set_version_flag("--version", "vmm 0.1");
     app.add_option("--kernel", config.kernel,
                    "Linux kernel to boot: a bzImage, or the uncompressed ELF vmlinux that unpack-kernel "
-                   "takes out of one (boots faster)")
-        ->required();
+                   "takes out of one (boots faster)");
     app.add_option("--initrd", config.initrd, "initial ramdisk");
     app.add_option("--cmdline", config.cmdline, "kernel command line")->capture_default_str();
     app.add_option("--cpus", config.cpus, "number of vCPUs")->capture_default_str();
@@ -266,13 +363,21 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
     } catch (const CLI::ParseError& error) {
         throw UsageError(error.what());
     }
-    // These flags belong to the contract; the devices and the migration
-    // receiver behind them are not built yet, so refuse them honestly.
-    for (const auto& [flag, values] :
-         {std::pair{"--incoming", incoming.size()}, {"--restore", restore.size()}}) {
-        if (values != 0) {
-            throw UsageError(std::string(flag) + " is not supported by this vmm yet");
+    if (!incoming.empty() && !restore.empty()) {
+        throw UsageError("--incoming and --restore: a VM starts from one of them, not both");
+    }
+    if (!incoming.empty() || !restore.empty()) {
+        // The VM's shape and its guest come from the stream or the snapshot.
+        config.start = {incoming.empty() ? StartFrom::Kind::Restore : StartFrom::Kind::Incoming,
+                        incoming.empty() ? restore : incoming};
+        const char* source = incoming.empty() ? "--restore" : "--incoming";
+        for (const char* flag : {"--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--balloon"}) {
+            if (app.count(flag) != 0) {
+                throw UsageError(std::string(flag) + ": the VM's own comes with " + source + "; not with it");
+            }
         }
+    } else if (config.kernel.empty()) {
+        throw UsageError("--kernel is required (or --incoming or --restore)");
     }
     if (!balloon.empty()) {
         config.balloon = parse_balloon(balloon);
@@ -298,7 +403,9 @@ std::optional<VmConfig> parse_command_line(int argc, const char* const* argv) {
 }
 
 void validate(const VmConfig& config, const HostLimits& limits) {
-    require_readable_file("--kernel", config.kernel);
+    if (config.start.kind == StartFrom::Kind::Boot) {
+        require_readable_file("--kernel", config.kernel);
+    }
     if (!config.initrd.empty()) {
         require_readable_file("--initrd", config.initrd);
     }

@@ -49,7 +49,20 @@ inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexibleA
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexibleArrayHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexibleArrayHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexibleArrayHeader);
+// kvm_msr_list's header is a lone u32 count: its indices start at byte 4.
+inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, std::uint32_t);
 inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, FlexibleArrayHeader);
+
+// kvm_xsave ends in a flexible array too (the area past 4 KiB, for
+// KVM_GET_XSAVE2), which makes it 4100 bytes in C++ and its ioctl numbers
+// wrong: they encode the 4096-byte legacy area.
+inline constexpr std::size_t kXsaveLegacySize = 4096;
+struct XsaveLegacyArea {
+    std::uint8_t bytes[kXsaveLegacySize];
+};
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveLegacyArea);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveLegacyArea);
+inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveLegacyArea);
 
 template <typename Entry>
 class FlexibleArray {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -39,6 +40,20 @@ std::vector<CapabilityStatus> Kvm::capability_report() const {
     return kvm::capability_report([this](int capability) { return check_extension(capability); });
 }
 
+std::vector<std::uint32_t> Kvm::msr_index_list() const {
+    // The first call, with room for none, fails with E2BIG and says how many there are.
+    std::uint32_t count = 0;
+    if (::ioctl(fd_.get(), detail::kGetMsrIndexList, &count) < 0 && errno != E2BIG) {
+        sys::throw_errno("KVM_GET_MSR_INDEX_LIST");
+    }
+    std::vector<std::uint32_t> list(1 + count);  // the count, then the indices
+    list[0] = count;
+    detail::ioctl_or_throw(fd_.get(), detail::kGetMsrIndexList, list.data(), "KVM_GET_MSR_INDEX_LIST");
+    list.resize(1 + std::min(count, list[0]));
+    list.erase(list.begin());
+    return list;
+}
+
 KvmVm Kvm::create_vm() {
     int vm_fd;
     // KVM_CREATE_VM can fail with EINTR while the kernel sets up the MMU.
@@ -51,12 +66,9 @@ KvmVm Kvm::create_vm() {
     sys::Fd vm(vm_fd);
     int run_size = detail::ioctl_or_throw(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE");
 
-    kvm_enable_cap manual_clear{};
-    manual_clear.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
-    manual_clear.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-    detail::ioctl_or_throw(vm.get(), KVM_ENABLE_CAP, &manual_clear,
-                           "KVM_ENABLE_CAP KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
-    return KvmVm(std::move(vm), static_cast<std::size_t>(run_size));
+    KvmVm created(std::move(vm), static_cast<std::size_t>(run_size));
+    created.enable_manual_dirty_log_protect();
+    return created;
 }
 
 namespace {

@@ -122,6 +122,105 @@ void Vcpu::set_lapic(const LapicState& state) {
     detail::ioctl_or_throw(fd_.get(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
 }
 
+XsaveState Vcpu::xsave() const {
+    XsaveState state;
+    state.bytes.resize(xsave_size_);
+    if (xsave_size_ > detail::kXsaveLegacySize) {
+        detail::ioctl_or_throw(fd_.get(), detail::kGetXsave2, state.bytes.data(), "KVM_GET_XSAVE2");
+    } else {
+        detail::ioctl_or_throw(fd_.get(), detail::kGetXsave, state.bytes.data(), "KVM_GET_XSAVE");
+    }
+    return state;
+}
+
+void Vcpu::set_xsave(const XsaveState& state) {
+    // KVM reads as many bytes as KVM_CAP_XSAVE2 says: a shorter area would
+    // make it read past the buffer.
+    if (state.bytes.size() != xsave_size_) {
+        throw std::invalid_argument("KVM_SET_XSAVE: an area of " + std::to_string(state.bytes.size()) +
+                                    " bytes, where this host's vCPUs have " + std::to_string(xsave_size_));
+    }
+    detail::ioctl_or_throw(fd_.get(), detail::kSetXsave, const_cast<std::uint8_t*>(state.bytes.data()),
+                           "KVM_SET_XSAVE");
+}
+
+namespace {
+
+// The get/set pair of a state KVM hands over as one structure.
+template <typename Ours, typename Theirs>
+Ours get_whole(int fd, unsigned long request, const char* what) {
+    static_assert(sizeof(Ours) == sizeof(Theirs));
+    Theirs theirs{};
+    detail::ioctl_or_throw(fd, request, &theirs, what);
+    return convert<Ours>(theirs);
+}
+
+template <typename Theirs, typename Ours>
+void set_whole(int fd, unsigned long request, const Ours& ours, const char* what) {
+    auto theirs = convert<Theirs>(ours);
+    detail::ioctl_or_throw(fd, request, &theirs, what);
+}
+
+}  // namespace
+
+XcrState Vcpu::xcrs() const { return get_whole<XcrState, kvm_xcrs>(fd_.get(), KVM_GET_XCRS, "KVM_GET_XCRS"); }
+
+void Vcpu::set_xcrs(const XcrState& state) {
+    set_whole<kvm_xcrs>(fd_.get(), KVM_SET_XCRS, state, "KVM_SET_XCRS");
+}
+
+VcpuEvents Vcpu::events() const {
+    return get_whole<VcpuEvents, kvm_vcpu_events>(fd_.get(), KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS");
+}
+
+void Vcpu::set_events(const VcpuEvents& events) {
+    set_whole<kvm_vcpu_events>(fd_.get(), KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS");
+}
+
+DebugRegisters Vcpu::debug_registers() const {
+    return get_whole<DebugRegisters, kvm_debugregs>(fd_.get(), KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS");
+}
+
+void Vcpu::set_debug_registers(const DebugRegisters& registers) {
+    set_whole<kvm_debugregs>(fd_.get(), KVM_SET_DEBUGREGS, registers, "KVM_SET_DEBUGREGS");
+}
+
+MpState Vcpu::mp_state() const {
+    return get_whole<MpState, kvm_mp_state>(fd_.get(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
+}
+
+void Vcpu::set_mp_state(MpState state) {
+    set_whole<kvm_mp_state>(fd_.get(), KVM_SET_MP_STATE, state, "KVM_SET_MP_STATE");
+}
+
+bool Vcpu::report_stopped() {
+    if (::ioctl(fd_.get(), KVM_KVMCLOCK_CTRL, 0) == 0) {
+        return true;
+    }
+    if (errno == EINVAL) {
+        return false;  // the guest has not set up kvmclock
+    }
+    sys::throw_errno("KVM_KVMCLOCK_CTRL on vCPU " + std::to_string(id_));
+}
+
+std::vector<MsrEntry> Vcpu::readable_msrs(std::span<const std::uint32_t> indexes) const {
+    std::vector<MsrEntry> entries;
+    while (!indexes.empty()) {
+        detail::FlexibleArray<kvm_msr_entry> msrs(indexes.size());
+        for (std::size_t i = 0; i < indexes.size(); ++i) {
+            msrs.entries()[i].index = indexes[i];
+        }
+        const auto read = static_cast<std::size_t>(
+            detail::ioctl_or_throw(fd_.get(), detail::kGetMsrs, msrs.data(), "KVM_GET_MSRS"));
+        for (std::size_t i = 0; i < read; ++i) {
+            entries.push_back({msrs.entries()[i].index, msrs.entries()[i].data});
+        }
+        // KVM stopped at an MSR this vCPU does not have: skip it, read on.
+        indexes = indexes.subspan(std::min(read + 1, indexes.size()));
+    }
+    return entries;
+}
+
 void Vcpu::set_immediate_exit(bool exit) noexcept {
     reinterpret_cast<kvm_run*>(run_.data())->immediate_exit = exit ? 1 : 0;
 }

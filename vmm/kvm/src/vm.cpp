@@ -3,6 +3,7 @@
 #include <linux/kvm.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -41,7 +42,75 @@ Vcpu KvmVm::create_vcpu(std::uint32_t id) {
                                         ("KVM_CREATE_VCPU " + std::to_string(id)).c_str()));
     auto run =
         sys::Mapping::map("kvm_run", run_mapping_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu.get());
-    return Vcpu(std::move(vcpu), std::move(run), id);
+    // AMX and later extensions make the area larger than the 4 KiB of KVM_GET_XSAVE.
+    const int xsave2 = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    const std::size_t xsave_size =
+        std::max<std::size_t>(xsave2 > 0 ? static_cast<std::size_t>(xsave2) : 0, detail::kXsaveLegacySize);
+    return Vcpu(std::move(vcpu), std::move(run), id, xsave_size);
+}
+
+void KvmVm::enable_manual_dirty_log_protect() {
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+    cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
+    if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) == 0) {
+        return;
+    }
+    // Kernels before 5.8 know manual protection but not INITIALLY_SET.
+    cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+    detail::ioctl_or_throw(fd_.get(), KVM_ENABLE_CAP, &cap,
+                           "KVM_ENABLE_CAP KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+}
+
+IrqchipState KvmVm::irqchip(IrqchipState::Chip chip) const {
+    static_assert(sizeof(IrqchipState::bytes) == sizeof(kvm_irqchip));
+    kvm_irqchip state{};
+    state.chip_id = static_cast<std::uint32_t>(chip);
+    detail::ioctl_or_throw(fd_.get(), KVM_GET_IRQCHIP, &state, "KVM_GET_IRQCHIP");
+    IrqchipState saved;
+    std::memcpy(saved.bytes.data(), &state, sizeof state);
+    return saved;
+}
+
+void KvmVm::set_irqchip(const IrqchipState& saved) {
+    kvm_irqchip state;
+    std::memcpy(&state, saved.bytes.data(), sizeof state);
+    if (state.chip_id > KVM_IRQCHIP_IOAPIC) {
+        throw std::invalid_argument("KVM_SET_IRQCHIP: no interrupt controller " +
+                                    std::to_string(state.chip_id));
+    }
+    detail::ioctl_or_throw(fd_.get(), KVM_SET_IRQCHIP, &state, "KVM_SET_IRQCHIP");
+}
+
+PitState KvmVm::pit() const {
+    static_assert(sizeof(PitState::bytes) == sizeof(kvm_pit_state2));
+    kvm_pit_state2 state{};
+    detail::ioctl_or_throw(fd_.get(), KVM_GET_PIT2, &state, "KVM_GET_PIT2");
+    PitState saved;
+    std::memcpy(saved.bytes.data(), &state, sizeof state);
+    return saved;
+}
+
+void KvmVm::set_pit(const PitState& saved) {
+    kvm_pit_state2 state;
+    std::memcpy(&state, saved.bytes.data(), sizeof state);
+    detail::ioctl_or_throw(fd_.get(), KVM_SET_PIT2, &state, "KVM_SET_PIT2");
+}
+
+ClockState KvmVm::clock() const {
+    kvm_clock_data data{};
+    detail::ioctl_or_throw(fd_.get(), KVM_GET_CLOCK, &data, "KVM_GET_CLOCK");
+    return {data.clock, (data.flags & KVM_CLOCK_REALTIME) ? data.realtime : 0};
+}
+
+void KvmVm::set_clock(const ClockState& state) {
+    kvm_clock_data data{};
+    data.clock = state.clock_ns;
+    if (state.realtime_ns != 0) {
+        data.flags = KVM_CLOCK_REALTIME;
+        data.realtime = state.realtime_ns;
+    }
+    detail::ioctl_or_throw(fd_.get(), KVM_SET_CLOCK, &data, "KVM_SET_CLOCK");
 }
 
 void KvmVm::set_memory_slot(const MemorySlot& slot) {
@@ -79,17 +148,22 @@ std::vector<std::uint64_t> KvmVm::dirty_log(std::uint32_t slot) {
     return bitmap;
 }
 
-void KvmVm::clear_dirty_log(std::uint32_t slot, std::span<const std::uint64_t> pages) {
+void KvmVm::clear_dirty_log(std::uint32_t slot, std::uint64_t first_page,
+                            std::span<const std::uint64_t> pages) {
     std::uint64_t slot_pages = slot_size(slot) / kPageSize;
-    std::uint64_t count = std::min<std::uint64_t>(pages.size() * 64, slot_pages);
+    if (first_page % 64 != 0 || first_page > slot_pages) {
+        throw std::invalid_argument("clear dirty log of slot " + std::to_string(slot) + ": first page " +
+                                    std::to_string(first_page) + " is not a multiple of 64 inside the slot");
+    }
+    std::uint64_t count = std::min<std::uint64_t>(pages.size() * 64, slot_pages - first_page);
     if (count == 0) {
         return;
     }
     kvm_clear_dirty_log clear{};
     clear.slot = slot;
-    clear.first_page = 0;
+    clear.first_page = first_page;
     // KVM wants a multiple of 64 pages unless the range ends at the slot's end.
-    clear.num_pages = static_cast<std::uint32_t>(count == slot_pages ? count : count / 64 * 64);
+    clear.num_pages = static_cast<std::uint32_t>(first_page + count == slot_pages ? count : count / 64 * 64);
     clear.dirty_bitmap = const_cast<std::uint64_t*>(pages.data());
     detail::ioctl_or_throw(fd_.get(), KVM_CLEAR_DIRTY_LOG, &clear,
                            ("KVM_CLEAR_DIRTY_LOG slot " + std::to_string(slot)).c_str());

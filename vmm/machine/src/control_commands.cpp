@@ -91,6 +91,10 @@ json ControlCommands::balloon(const json& request) {
 }
 
 json ControlCommands::shutdown(std::chrono::milliseconds timeout) {
+    if (machine_.lifecycle.migrated()) {
+        machine_.lifecycle.end({0, "migrated"});  // no guest here to ask
+        return {{"state", "stopping"}};
+    }
     if (!machine_.lifecycle.begin_shutdown()) {
         return {{"state", "shutting-down"}};
     }

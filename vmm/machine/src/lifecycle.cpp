@@ -29,9 +29,19 @@ bool Lifecycle::begin_shutdown() {
     return true;
 }
 
+void Lifecycle::mark_migrated() {
+    std::lock_guard lock(mutex_);
+    migrated_ = true;
+}
+
+bool Lifecycle::migrated() const {
+    std::lock_guard lock(mutex_);
+    return migrated_;
+}
+
 const char* Lifecycle::state() const {
     std::lock_guard lock(mutex_);
-    return outcome_ ? "stopping" : shutting_down_ ? "shutting-down" : "running";
+    return outcome_ ? "stopping" : migrated_ ? "migrated" : shutting_down_ ? "shutting-down" : "running";
 }
 
 Outcome Lifecycle::outcome() const {

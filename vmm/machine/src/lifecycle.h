@@ -31,7 +31,11 @@ public:
     // Marks a graceful shutdown as under way; false if one already is, or
     // the VM has ended.
     bool begin_shutdown();
-    // "running", "shutting-down" or "stopping"; the vCPUs add "paused".
+    // The guest now runs in another vmm: this one only answers for it
+    // (migrate-status) until it ends.
+    void mark_migrated();
+    bool migrated() const;
+    // "running", "shutting-down", "migrated" or "stopping"; the vCPUs add "paused".
     const char* state() const;
     // The outcome; call once the VM has ended.
     Outcome outcome() const;
@@ -41,6 +45,7 @@ private:
     mutable std::mutex mutex_;
     std::optional<Outcome> outcome_;
     bool shutting_down_ = false;
+    bool migrated_ = false;
 };
 
 }  // namespace vim::vmm::machine

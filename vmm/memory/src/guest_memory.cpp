@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,19 +42,20 @@ void set_pages(const Bitmap& bitmap, std::uint64_t first, std::uint64_t last) {
     }
 }
 
-// `size` bytes of the memfd from `offset` on, mapped shared and starting on a
+// `size` bytes of the file from `offset` on, mapped (shared for the memfd,
+// private for a snapshot's file: `sharing`) and starting on a
 // 2 MiB boundary, advised for transparent huge pages: one fault per 2 MiB
 // instead of 512 and fewer TLB misses for the guest, as QEMU's RAM gets. The
 // file is sparse, so what the guest never touches costs nothing. The range
 // lies inside a larger PROT_NONE reservation (appended to `mappings`, which
 // owns it) that makes the alignment possible.
-std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, int fd, std::uint64_t offset,
+std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, int fd, int sharing, std::uint64_t offset,
                          std::uint64_t size) {
     sys::Mapping reservation = sys::Mapping::map("guest RAM reservation", size + kHugePageSize - kPageSize,
                                                  PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     const auto start = reinterpret_cast<std::uintptr_t>(reservation.data());
     void* aligned = reinterpret_cast<void*>((start + kHugePageSize - 1) & ~(kHugePageSize - 1));
-    if (::mmap(aligned, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd,
+    if (::mmap(aligned, size, PROT_READ | PROT_WRITE, sharing | MAP_NORESERVE | MAP_FIXED, fd,
                static_cast<off_t>(offset)) == MAP_FAILED) {
         sys::throw_errno("mmap guest RAM of " + std::to_string(size) + " bytes");
     }
@@ -64,10 +66,8 @@ std::uint8_t* map_region(std::vector<sys::Mapping>& mappings, int fd, std::uint6
     return static_cast<std::uint8_t*>(aligned);
 }
 
-}  // namespace
-
-GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
-    GuestMemory memory;
+// The bytes a file backing `layout` holds; throws if a region is not page-aligned.
+std::uint64_t file_size_for(std::span<const RegionLayout> layout) {
     std::uint64_t total = 0;
     for (const RegionLayout& region : layout) {
         if (region.size == 0 || region.size % kPageSize != 0 || region.start % kPageSize != 0) {
@@ -76,6 +76,14 @@ GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
         }
         total += region.size;
     }
+    return total;
+}
+
+}  // namespace
+
+GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
+    GuestMemory memory;
+    const std::uint64_t total = file_size_for(layout);
     memory.fd_.reset(::memfd_create("guest-ram", MFD_CLOEXEC));
     if (!memory.fd_) {
         sys::throw_errno("memfd_create for guest RAM");
@@ -85,7 +93,29 @@ GuestMemory GuestMemory::allocate(std::span<const RegionLayout> layout) {
     }
     std::uint64_t offset = 0;
     for (const RegionLayout& region : layout) {
-        std::uint8_t* host = map_region(memory.mappings_, memory.fd_.get(), offset, region.size);
+        std::uint8_t* host = map_region(memory.mappings_, memory.fd_.get(), MAP_SHARED, offset, region.size);
+        memory.regions_.push_back({region.start, region.size, host, offset});
+        offset += region.size;
+    }
+    memory.init_dirty_bitmaps();
+    return memory;
+}
+
+GuestMemory GuestMemory::map_file(std::span<const RegionLayout> layout, int fd) {
+    const std::uint64_t total = file_size_for(layout);
+    struct stat file {};
+    if (::fstat(fd, &file) != 0) {
+        sys::throw_errno("stat guest RAM file");
+    }
+    if (static_cast<std::uint64_t>(file.st_size) < total) {
+        throw std::invalid_argument("guest RAM file of " + std::to_string(file.st_size) +
+                                    " bytes is shorter than the " + std::to_string(total) +
+                                    " bytes of its memory layout");
+    }
+    GuestMemory memory;
+    std::uint64_t offset = 0;
+    for (const RegionLayout& region : layout) {
+        std::uint8_t* host = map_region(memory.mappings_, fd, MAP_PRIVATE, offset, region.size);
         memory.regions_.push_back({region.start, region.size, host, offset});
         offset += region.size;
     }

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -45,7 +46,16 @@ struct BalloonConfig {
     bool deflate_on_oom = true;       // the guest may take pages back rather than run out
 };
 
+// How the VM starts: booting a kernel, or from the state of a VM that ran
+// elsewhere (a migration stream, a snapshot), which brings its own shape.
+struct StartFrom {
+    enum class Kind { Boot, Incoming, Restore };
+    Kind kind = Kind::Boot;
+    std::string where;  // Incoming: tcp:HOST:PORT; Restore: the snapshot directory
+};
+
 struct VmConfig {
+    StartFrom start;
     std::string kernel;
     std::string initrd;  // empty: none
     std::string cmdline = "console=ttyS0 reboot=k panic=1";
@@ -57,6 +67,16 @@ struct VmConfig {
     std::vector<NetConfig> nets;
     BalloonConfig balloon;
 };
+
+// The part of a configuration that travels with a VM that migrates or is
+// snapshotted: its shape (vCPUs, RAM, disks, NICs, balloon), which the other
+// end builds again. Disks and NICs travel as their flags' text.
+nlohmann::json shape_to_json(const VmConfig& config);
+// Takes the shape `shape` (from a stream or snapshot: checked like the flags)
+// into `config`, which holds this end's own flags. Disks and NICs given here
+// remap the travelling ones (a disk at another path on this host), one for
+// one: their counts must match. Throws UsageError naming the field.
+void apply_shape(const nlohmann::json& shape, VmConfig& config);
 
 // What the host allows, looked up once so validation itself is pure.
 struct HostLimits {

@@ -40,6 +40,9 @@ public:
     int max_vcpus() const;
     // KVM_CAP_NR_VCPUS: the vCPUs per VM the kernel recommends (about the host's CPU count).
     int recommended_vcpus() const;
+    // KVM_GET_MSR_INDEX_LIST: every MSR KVM saves and restores for a vCPU.
+    std::vector<std::uint32_t> msr_index_list() const;
+
     // KVM_GET_API_VERSION.
     int api_version() const;
     // The largest dirty ring, in bytes, that KVM_CAP_DIRTY_LOG_RING (and its

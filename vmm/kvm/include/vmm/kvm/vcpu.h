@@ -47,6 +47,23 @@ public:
     void set_msrs(std::span<const MsrEntry> entries);
     LapicState lapic() const;
     void set_lapic(const LapicState& state);
+    XsaveState xsave() const;
+    void set_xsave(const XsaveState& state);
+    XcrState xcrs() const;
+    void set_xcrs(const XcrState& state);
+    VcpuEvents events() const;
+    void set_events(const VcpuEvents& events);
+    DebugRegisters debug_registers() const;
+    void set_debug_registers(const DebugRegisters& registers);
+    MpState mp_state() const;
+    void set_mp_state(MpState state);
+    // Tells the guest's kvmclock that the vCPU was stopped (KVM_KVMCLOCK_CTRL),
+    // so its soft-lockup watchdog does not take the time it was away for a
+    // hang. False where the guest does not use kvmclock.
+    bool report_stopped();
+    // Reads every MSR of `indexes` this vCPU has; skips the ones KVM lists
+    // but refuses for this guest's CPUID (KVM_GET_MSRS stops at those).
+    std::vector<MsrEntry> readable_msrs(std::span<const std::uint32_t> indexes) const;
 
     // Enters the guest until the next exit that needs the VMM. Retries nothing:
     // EINTR comes back as VcpuExit::Interrupted so the caller can look at why.
@@ -59,8 +76,8 @@ public:
 
 private:
     friend class KvmVm;
-    Vcpu(sys::Fd fd, sys::Mapping run, std::uint32_t id) noexcept
-        : fd_(std::move(fd)), run_(std::move(run)), id_(id) {}
+    Vcpu(sys::Fd fd, sys::Mapping run, std::uint32_t id, std::size_t xsave_size) noexcept
+        : fd_(std::move(fd)), run_(std::move(run)), id_(id), xsave_size_(xsave_size) {}
 
     VcpuExit dispatch_io(ExitHandler& handler);
     VcpuExit dispatch_mmio(ExitHandler& handler);
@@ -69,6 +86,7 @@ private:
     sys::Fd fd_;
     sys::Mapping run_;
     std::uint32_t id_;
+    std::size_t xsave_size_;  // KVM_CAP_XSAVE2's size; 4096 where the VM has no larger area
 };
 
 }  // namespace vim::vmm::kvm

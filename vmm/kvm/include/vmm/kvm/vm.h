@@ -56,9 +56,11 @@ public:
     // One bit per page of the slot, set for each page the guest wrote since the
     // slot was added or last cleared. Reading does not clear.
     virtual std::vector<std::uint64_t> dirty_log(std::uint32_t slot) = 0;
-    // Re-arms write tracking of the pages whose bits are set in `pages`
-    // (the bitmap dirty_log returned, or part of it).
-    virtual void clear_dirty_log(std::uint32_t slot, std::span<const std::uint64_t> pages) = 0;
+    // Re-arms write tracking of the pages whose bits are set in `pages`, bit 0
+    // being page `first_page` of the slot (the bitmap dirty_log returned, or a
+    // chunk of it). KVM wants `first_page` a multiple of 64.
+    virtual void clear_dirty_log(std::uint32_t slot, std::uint64_t first_page,
+                                 std::span<const std::uint64_t> pages) = 0;
 
     virtual void set_irq_line(std::uint32_t irq, bool high) = 0;
     // Writing to `eventfd` raises interrupt `gsi` without a trip through the VMM.
@@ -88,9 +90,29 @@ public:
 
     Vcpu create_vcpu(std::uint32_t id);
 
+    // The in-kernel devices' state, for snapshots and migration: the PICs and
+    // the IOAPIC, the PIT, and the kvmclock. Opaque outside the KVM layer.
+    IrqchipState irqchip(IrqchipState::Chip chip) const;
+    void set_irqchip(const IrqchipState& state);
+    PitState pit() const;
+    void set_pit(const PitState& state);
+    ClockState clock() const;
+    // Sets the kvmclock; where the state carries the host's real time
+    // (KVM_CLOCK_REALTIME), KVM adds the real time passed since it was taken,
+    // so the guest's clock neither goes back nor stands still across a move.
+    void set_clock(const ClockState& state);
+
+    // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: reading the dirty log no longer
+    // re-protects the pages; clear_dirty_log() does, chunk by chunk, so a large
+    // guest is not write-protected at once. Asks for the pages to start dirty
+    // (nothing write-protected when logging starts) where the kernel allows.
+    // Call before any memory slot logs dirty pages.
+    void enable_manual_dirty_log_protect();
+
     void set_memory_slot(const MemorySlot& slot) override;
     std::vector<std::uint64_t> dirty_log(std::uint32_t slot) override;
-    void clear_dirty_log(std::uint32_t slot, std::span<const std::uint64_t> pages) override;
+    void clear_dirty_log(std::uint32_t slot, std::uint64_t first_page,
+                         std::span<const std::uint64_t> pages) override;
     void set_irq_line(std::uint32_t irq, bool high) override;
     void register_irqfd(int eventfd, std::uint32_t gsi) override;
     void register_ioevent(const IoEvent& event) override;

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace vim::vmm::kvm {
 
@@ -72,6 +73,39 @@ struct MsrEntry {
 // The local APIC's 1 KiB register page as KVM_GET_LAPIC returns it.
 struct LapicState {
     std::array<std::uint8_t, 1024> registers;
+};
+
+// State saved and restored whole, for snapshots and migration: the kernel's
+// structures as bytes (kvm_xcrs, kvm_vcpu_events, kvm_debugregs, kvm_irqchip,
+// kvm_pit_state2), which only the KVM layer reads.
+struct XcrState {
+    std::array<std::uint8_t, 392> bytes;
+};
+struct VcpuEvents {
+    std::array<std::uint8_t, 64> bytes;
+};
+struct DebugRegisters {
+    std::array<std::uint8_t, 128> bytes;
+};
+// The XSAVE area (FPU, SSE, AVX, ...): 4 KiB, or more where KVM_CAP_XSAVE2 says so.
+struct XsaveState {
+    std::vector<std::uint8_t> bytes;
+};
+// KVM_MP_STATE_*: running, waiting for INIT/SIPI, halted, ...
+struct MpState {
+    std::uint32_t value;
+};
+struct IrqchipState {
+    enum class Chip : std::uint32_t { PicMaster = 0, PicSlave = 1, Ioapic = 2 };
+    std::array<std::uint8_t, 520> bytes;  // kvm_irqchip, chip_id first
+};
+struct PitState {
+    std::array<std::uint8_t, 112> bytes;
+};
+// kvm_clock_data's fields that travel.
+struct ClockState {
+    std::uint64_t clock_ns;     // the kvmclock
+    std::uint64_t realtime_ns;  // the host's CLOCK_REALTIME when it was read; 0: unknown
 };
 
 }  // namespace vim::vmm::kvm

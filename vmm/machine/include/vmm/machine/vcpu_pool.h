@@ -43,6 +43,9 @@ public:
     ~VcpuPool();  // stops and joins
 
     std::size_t size() const noexcept { return slots_.size(); }
+    // vCPU `index`, to save or restore its state: only before start() or
+    // while paused, when no thread runs it.
+    kvm::Vcpu& vcpu(std::size_t index) { return slots_.at(index)->vcpu; }
 
     void start();
     // Returns once every vCPU is parked outside the guest (or has ended).

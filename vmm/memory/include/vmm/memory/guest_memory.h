@@ -53,6 +53,12 @@ public:
     // is advised for transparent huge pages, which back it where the host's
     // shmem_enabled allows (see huge_pages_possible()).
     static GuestMemory allocate(std::span<const RegionLayout> layout);
+    // A snapshot's memory file, laid out as allocate() lays out its memfd,
+    // mapped private: pages are read from the file when the guest first
+    // touches them, and writes stay in this process, never reaching the file.
+    // fd() is -1, and discard() zeroes pages in place, as the file is not
+    // this memory's to change. Throws if the file is shorter than the layout.
+    static GuestMemory map_file(std::span<const RegionLayout> layout, int fd);
     // Over memory the caller owns and keeps alive (tests, plain buffers).
     static GuestMemory over(std::vector<Region> regions);
 

@@ -1,0 +1,282 @@
+#include "migration/source.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <functional>
+
+#include "migration/convergence.h"
+#include "migration/dirty_tracker.h"
+#include "migration/pages.h"
+#include "migration/stream.h"
+
+namespace vim::migration {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double milliseconds_since(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Thrown by the migration thread when cancel() stopped it.
+struct Cancelled {};
+
+std::span<const std::uint8_t> as_bytes(const std::string& text) {
+    return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
+}
+
+std::string_view state_name(MigrationState state) {
+    switch (state) {
+    case MigrationState::None:
+        return "none";
+    case MigrationState::Active:
+        return "active";
+    case MigrationState::Completed:
+        return "completed";
+    case MigrationState::Failed:
+        return "failed";
+    case MigrationState::Cancelled:
+        return "cancelled";
+    }
+    return "none";
+}
+
+}  // namespace
+
+nlohmann::json to_json(const MigrationStatus& status) {
+    nlohmann::json reply = {{"state", state_name(status.state)},
+                            {"iteration", status.iteration},
+                            {"pages_sent", status.pages_sent},
+                            {"zero_pages", status.zero_pages},
+                            {"bytes", status.bytes},
+                            {"dirty_rate_pages_per_s", status.dirty_rate_pages_per_s},
+                            {"bandwidth_mbps", status.bandwidth_mbps},
+                            {"expected_downtime_ms", status.expected_downtime_ms}};
+    if (status.total_ms) {
+        reply["total_ms"] = *status.total_ms;
+    }
+    if (status.downtime_ms) {
+        reply["downtime_ms"] = *status.downtime_ms;
+    }
+    if (status.state == MigrationState::Failed) {
+        reply["error"] = status.error;
+    }
+    return reply;
+}
+
+Source::Source(SourceMachine& machine, vmm::sys::Fd socket, MigrationOptions options)
+    : machine_(machine), socket_(std::move(socket)), options_(options) {}
+
+Source::~Source() {
+    cancel();
+    wait();
+}
+
+void Source::start() {
+    update([](MigrationStatus& status) { status.state = MigrationState::Active; });
+    thread_ = std::thread([this] { run(); });
+}
+
+bool Source::cancel() {
+    std::lock_guard lock(mutex_);
+    if (go_sent_ || status_.state != MigrationState::Active) {
+        return false;
+    }
+    cancelled_ = true;
+    // Wakes the thread from any send or receive it is blocked in.
+    ::shutdown(socket_.get(), SHUT_RDWR);
+    return true;
+}
+
+void Source::wait() {
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+MigrationStatus Source::status() const {
+    std::lock_guard lock(mutex_);
+    return status_;
+}
+
+void Source::update(const std::function<void(MigrationStatus&)>& change) {
+    std::lock_guard lock(mutex_);
+    change(status_);
+}
+
+void Source::run() {
+    const Clock::time_point started = Clock::now();
+    bool paused = false;
+    Clock::time_point paused_at;
+    DirtyTracker tracker(machine_.vm(), machine_.memory());
+    try {
+        migrate_with(tracker, paused, paused_at);
+    } catch (...) {
+        std::string error;
+        MigrationState state = MigrationState::Failed;
+        try {
+            throw;
+        } catch (const Cancelled&) {
+            state = MigrationState::Cancelled;
+        } catch (const std::exception& failure) {
+            error = failure.what();
+        }
+        bool handed_over;
+        {
+            std::lock_guard lock(mutex_);
+            handed_over = go_sent_;
+            if (cancelled_) {
+                state = MigrationState::Cancelled;
+            }
+        }
+        if (handed_over) {
+            // The destination may run the guest: this side never resumes.
+            // Only the confirmation (and so downtime_ms) is missing.
+            update([&](MigrationStatus& status) {
+                status.state = MigrationState::Completed;
+                status.total_ms = milliseconds_since(started);
+            });
+            return;
+        }
+        if (state == MigrationState::Failed) {
+            error = destination_error(error);
+        }
+        // The destination sees the stream end, and discards what it has.
+        ::shutdown(socket_.get(), SHUT_RDWR);
+        try {
+            tracker.stop();
+            if (paused) {
+                machine_.resume();
+            }
+        } catch (const std::exception& resume_error) {
+            error += std::string("; then resuming the guest failed: ") + resume_error.what();
+        }
+        update([&](MigrationStatus& status) {
+            status.state = state;
+            status.error = state == MigrationState::Failed ? error : "";
+            status.total_ms = milliseconds_since(started);
+        });
+        return;
+    }
+    update([&](MigrationStatus& status) {
+        status.state = MigrationState::Completed;
+        status.downtime_ms = milliseconds_since(paused_at);
+        status.total_ms = milliseconds_since(started);
+    });
+}
+
+void Source::migrate_with(DirtyTracker& tracker, bool& paused,
+                          std::chrono::steady_clock::time_point& paused_at) {
+    vmm::memory::GuestMemory& memory = machine_.memory();
+    StreamWriter writer(socket_.get());
+    writer.write_header();
+    writer.write_section(SectionType::Config, as_bytes(machine_.config().dump()));
+    writer.write_section(SectionType::MemoryLayout, encode_memory_layout(memory));
+
+    PageSender sender(writer, memory);
+    PageCounts total;
+    Clock::time_point round_start;
+    // Stops at the next batch once cancelled, and keeps to the bandwidth limit.
+    auto after_batch = [&](const PageCounts& round) {
+        {
+            std::lock_guard lock(mutex_);
+            if (cancelled_) {
+                throw Cancelled{};
+            }
+            status_.pages_sent = total.pages + round.pages;
+            status_.zero_pages = total.zero_pages + round.zero_pages;
+            status_.bytes = total.bytes + round.bytes;
+        }
+        if (options_.bandwidth_limit_mbps > 0) {
+            const double bytes_per_s = options_.bandwidth_limit_mbps * 1e6 / 8;
+            std::this_thread::sleep_until(
+                round_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                                  static_cast<double>(round.bytes) / bytes_per_s)));
+        }
+    };
+
+    tracker.start();
+    // With KVM_DIRTY_LOG_INITIALLY_SET the first log has every page set:
+    // collecting it clears it, and the first round sends every page anyway.
+    tracker.collect();
+    std::vector<RegionPages> pages = all_pages(memory);
+    Convergence convergence(options_.downtime_limit_ms, std::max<std::uint32_t>(options_.max_iterations, 1));
+    for (;;) {
+        update([&](MigrationStatus& status) { status.iteration = convergence.iterations() + 1; });
+        round_start = Clock::now();
+        const PageCounts round = sender.send(pages, after_batch);
+        total += round;
+        pages = tracker.collect();
+        const Decision decision = convergence.after_round(
+            {.pages_sent = round.pages,
+             .bytes_sent = round.bytes,
+             .seconds = std::chrono::duration<double>(Clock::now() - round_start).count(),
+             .dirty_pages = count_pages(pages)});
+        update([&](MigrationStatus& status) {
+            status.dirty_rate_pages_per_s = convergence.dirty_rate_pages_per_s();
+            status.bandwidth_mbps = convergence.bandwidth_bytes_per_s() * 8 / 1e6;
+            status.expected_downtime_ms = convergence.expected_downtime_ms();
+        });
+        if (decision == Decision::GiveUp) {
+            throw std::runtime_error(convergence.give_up_reason());
+        }
+        if (decision == Decision::FinalCopy) {
+            break;
+        }
+    }
+
+    paused = true;
+    paused_at = Clock::now();
+    machine_.pause();
+    update([&](MigrationStatus& status) { status.iteration = convergence.iterations() + 1; });
+    round_start = Clock::now();
+    // The pages found dirty after the last round and those dirtied since.
+    std::vector<RegionPages> last = tracker.collect_final();
+    for (std::size_t index = 0; index < last.size(); ++index) {
+        for (std::size_t word = 0; word < last[index].dirty.size(); ++word) {
+            last[index].dirty[word] |= pages[index].dirty[word];
+        }
+    }
+    total += sender.send(last, after_batch);
+    tracker.stop();
+    writer.write_section(SectionType::State, machine_.save_state());
+    writer.write_section(SectionType::End, {});
+
+    const ControlMessage ready = receive_control(socket_.get(), options_.handshake_timeout);
+    if (ready.kind == ControlKind::Error) {
+        throw std::runtime_error("destination rejected the stream: " + ready.text);
+    }
+    if (ready.kind != ControlKind::Ready) {
+        throw std::runtime_error("destination answered the stream with something other than READY");
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (cancelled_) {
+            throw Cancelled{};
+        }
+        send_control(socket_.get(), ControlKind::Go);
+        go_sent_ = true;
+    }
+    machine_.hand_over();
+    const ControlMessage running = receive_control(socket_.get(), options_.handshake_timeout);
+    if (running.kind != ControlKind::Running) {
+        throw std::runtime_error("destination answered GO with something other than RUNNING");
+    }
+}
+
+std::string Source::destination_error(const std::string& fallback) {
+    // A destination that rejects the stream says why before it closes; a
+    // failed send on this side is only the echo of that.
+    try {
+        const ControlMessage message = receive_control(socket_.get(), std::chrono::milliseconds(200));
+        if (message.kind == ControlKind::Error) {
+            return "destination rejected the stream: " + message.text;
+        }
+    } catch (const std::exception&) {
+        // No reason given: the local error is all there is.
+    }
+    return fallback;
+}
+
+}  // namespace vim::migration
