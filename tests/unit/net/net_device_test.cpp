@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -209,6 +210,54 @@ protected:
         return slice(rx->contents(buffer), 0, length);
     }
 
+    // A receive chain of `lengths` bytes in as many buffers, through an
+    // indirect table when asked; remembered for received_packets().
+    std::uint16_t post_receive_chain(const std::vector<std::uint32_t>& lengths, bool indirect = false) {
+        std::vector<DriverBuffer> buffers;
+        for (std::uint32_t length : lengths) {
+            buffers.push_back(rx->writable(length));
+        }
+        const std::uint16_t head = indirect ? rx->add_indirect_chain(buffers) : rx->add_chain(buffers);
+        receive_chain_buffers[head] = buffers;
+        return head;
+    }
+    // The packets the device completed in `used`, each put together from
+    // its chains (as many as the num_buffers in the first says) as the
+    // driver does: the first `length` bytes of each chain's buffers.
+    std::vector<Bytes> received_packets(const std::vector<UsedElement>& used) {
+        std::vector<Bytes> packets;
+        for (std::size_t index = 0; index < used.size();) {
+            Bytes bytes;
+            std::size_t chains = 1;
+            for (std::size_t chain = 0; chain < chains; ++chain, ++index) {
+                if (index == used.size()) {
+                    ADD_FAILURE() << "the last packet lacks " << chains - chain << " chains";
+                    return packets;
+                }
+                std::uint32_t left = used[index].length;
+                for (const DriverBuffer& buffer :
+                     receive_chain_buffers.at(static_cast<std::uint16_t>(used[index].id))) {
+                    const std::uint32_t piece = std::min(left, buffer.length);
+                    const Bytes part = slice(rx->contents(buffer), 0, piece);
+                    bytes.insert(bytes.end(), part.begin(), part.end());
+                    left -= piece;
+                }
+                if (chain == 0) {
+                    chains = header_of(bytes).num_buffers;
+                }
+            }
+            packets.push_back(std::move(bytes));
+        }
+        return packets;
+    }
+    std::vector<std::uint16_t> heads_of(const std::vector<UsedElement>& used) {
+        std::vector<std::uint16_t> heads;
+        for (const UsedElement& element : used) {
+            heads.push_back(static_cast<std::uint16_t>(element.id));
+        }
+        return heads;
+    }
+
     nlohmann::json counters(std::uint64_t packets, std::uint64_t bytes, std::uint64_t dropped,
                             std::uint64_t errors) {
         return {{"packets", packets}, {"bytes", bytes}, {"dropped", dropped}, {"errors", errors}};
@@ -216,6 +265,7 @@ protected:
 
     vim::testing::GuestRam ram{kRam, kRamSize};
     std::unique_ptr<VirtqueueDriver> rx;
+    std::map<std::uint16_t, std::vector<DriverBuffer>> receive_chain_buffers;
     VirtqueueDriver tx{ram.memory(), NetDevice::kQueueSize,
                        vim::testing::RingLayout::packed(kTransmitRings, NetDevice::kQueueSize), kTransmitData,
                        kRam + kRamSize - kTransmitData};
@@ -669,21 +719,31 @@ TEST_F(NetDeviceTest, BadReceiveChainsGoBackEmptyAndTheNextGoodOneIsUsed) {
         rx->add_chain(std::array{rx->readable(Bytes(16, 0)), rx->writable(2048)});
     const std::uint16_t too_short = rx->add_chain(std::array{rx->writable(kPacketHeaderSize - 1)});
     const std::uint16_t outside_ram = rx->add_chain(std::array{DriverBuffer{kOutsideRam, 2048, true}});
+    const DriverBuffer looped = rx->writable(2048);
+    const std::uint16_t looping = rx->take_free_descriptor();
+    const std::uint16_t looping_next = rx->take_free_descriptor();
+    rx->set_descriptor(looping,
+                       {looped.address, looped.length, kDescriptorWrite | kDescriptorNext, looping_next});
+    rx->set_descriptor(looping_next,
+                       {looped.address, looped.length, kDescriptorWrite | kDescriptorNext, looping});
+    rx->offer(looping);
     const DriverBuffer good = post_receive_buffer(2048);
     const Bytes bytes = frame(300, 7);
-    run_loop({{[&] { host_send(packet({}, bytes)); }, [&] { return rx->used_idx() == 4; }}});
+    run_loop({{[&] { host_send(packet({}, bytes)); }, [&] { return rx->used_idx() == 5; }}});
 
     const auto used = rx->take_used();
-    ASSERT_EQ(used.size(), 4u);
+    ASSERT_EQ(used.size(), 5u);
     EXPECT_EQ(used[0].id, with_readable);
     EXPECT_EQ(used[1].id, too_short);
     EXPECT_EQ(used[2].id, outside_ram);
-    for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(used[3].id, looping);
+    for (int i = 0; i < 4; ++i) {
         EXPECT_EQ(used[i].length, 0u) << "bad chain " << i;
     }
-    EXPECT_EQ(used[3].length, kPacketHeaderSize + 300);
-    EXPECT_EQ(received(good, used[3].length), packet({.num_buffers = 1}, bytes));
-    EXPECT_EQ(device_->stats()["rx"], counters(1, 300, 0, 3));
+    EXPECT_EQ(used[4].length, kPacketHeaderSize + 300);
+    EXPECT_EQ(received(good, used[4].length), packet({.num_buffers = 1}, bytes));
+    EXPECT_EQ(rx->contents(looped), Bytes(2048, VirtqueueDriver::kUnwrittenByte));
+    EXPECT_EQ(device_->stats()["rx"], counters(1, 300, 0, 4));
     EXPECT_EQ(interrupt.needs_reset_calls, 0);
 }
 
@@ -721,6 +781,229 @@ TEST_F(NetDeviceTest, APacketLargerThanTheWholeReceiveQueueIsDropped) {
     written.insert(written.end(), second.begin(), second.end());
     EXPECT_EQ(written, packet({.num_buffers = 2}, fits));
     EXPECT_EQ(device_->stats()["rx"], counters(1, 50, 1, 0));
+}
+
+// Frames from the smallest to the largest a tap hands over (a 64 KiB GSO
+// packet), around the edges of a 1536-byte receive buffer and of a page.
+const std::vector<std::size_t> kFrameLengths{kMinFrameLength, 60, 1000, 1524, 1525, 4084, 4085, 9000, 30000,
+                                             kMaxFrameLength};
+
+TEST_F(NetDeviceTest, ReceivesFramesOfEveryLengthByteExactOverMergedBuffers) {
+    activate();
+    // Chains of 1536 bytes as Linux posts them, and the same cut into
+    // buffers, direct and through indirect tables.
+    std::vector<std::uint16_t> heads;
+    for (int i = 0; i < 100; ++i) {
+        if (i % 3 == 0) {
+            heads.push_back(post_receive_chain({1536}));
+        } else if (i % 3 == 1) {
+            heads.push_back(post_receive_chain({500, 1036}));
+        } else {
+            heads.push_back(post_receive_chain({5, 531, 1000}, /*indirect=*/true));
+        }
+    }
+    std::vector<Bytes> expected;
+    std::vector<LoopStep> steps;
+    std::size_t chains = 0, frame_bytes = 0;
+    for (std::size_t i = 0; i < kFrameLengths.size(); ++i) {
+        const Bytes bytes = frame(kFrameLengths[i], static_cast<std::uint8_t>(i));
+        const auto num_buffers = static_cast<std::uint16_t>((kPacketHeaderSize + bytes.size() + 1535) / 1536);
+        expected.push_back(packet({.flags = kHeaderDataValid, .num_buffers = num_buffers}, bytes));
+        chains += num_buffers;
+        frame_bytes += bytes.size();
+        // One at a time: the socket pair holds less than all of them.
+        steps.push_back(
+            {[this, bytes] { host_send(packet({.flags = kHeaderDataValid, .num_buffers = 0xbeef}, bytes)); },
+             [this, i] { return device_->stats()["rx"]["packets"] == i + 1; }});
+    }
+    run_loop(std::move(steps));
+
+    const auto used = rx->take_used();
+    // The chains in the order posted, none skipped, none twice.
+    EXPECT_EQ(heads_of(used),
+              std::vector(heads.begin(), heads.begin() + static_cast<std::ptrdiff_t>(chains)));
+    const std::vector<Bytes> packets = received_packets(used);
+    ASSERT_EQ(packets.size(), expected.size());
+    for (std::size_t i = 0; i < packets.size(); ++i) {
+        EXPECT_EQ(packets[i], expected[i]) << "frame of " << kFrameLengths[i] << " bytes";
+    }
+    EXPECT_EQ(device_->stats()["rx"], counters(kFrameLengths.size(), frame_bytes, 0, 0));
+    EXPECT_EQ(interrupt.needs_reset_calls, 0);
+}
+
+TEST_F(NetDeviceTest, ReceivesFramesOfEveryLengthByteExactIntoOneChainEachWithoutMergedBuffers) {
+    activate(/*refused=*/feature_bit(kFeatureMergeableRxBuffers));
+    // Linux's "big packets" layout: the header, then pages for the largest frame.
+    std::vector<std::uint32_t> layout{kPacketHeaderSize};
+    layout.resize(1 + 17, memory::kPageSize);
+    std::vector<std::uint16_t> heads;
+    for (std::size_t i = 0; i < kFrameLengths.size(); ++i) {
+        heads.push_back(post_receive_chain(layout, /*indirect=*/i % 2 == 1));
+    }
+    std::vector<Bytes> expected;
+    std::vector<LoopStep> steps;
+    for (std::size_t i = 0; i < kFrameLengths.size(); ++i) {
+        const Bytes bytes = frame(kFrameLengths[i], static_cast<std::uint8_t>(i));
+        expected.push_back(packet({.num_buffers = 1}, bytes));
+        steps.push_back(
+            {[this, bytes] { host_send(packet({}, bytes)); }, [this, i] { return rx->used_idx() == i + 1; }});
+    }
+    run_loop(std::move(steps));
+
+    const auto used = rx->take_used();
+    EXPECT_EQ(heads_of(used), heads);
+    for (std::size_t i = 0; i < used.size(); ++i) {
+        EXPECT_EQ(used[i].length, kPacketHeaderSize + kFrameLengths[i]);
+    }
+    EXPECT_EQ(received_packets(used), expected);
+}
+
+TEST_F(NetDeviceTest, ChainsHeldWhileTheBackendIsEmptyTakeTheNextPacketsInOrder) {
+    activate();
+    std::vector<std::uint16_t> heads;
+    for (int i = 0; i < 6; ++i) {
+        heads.push_back(post_receive_chain({2048}));
+    }
+    const Bytes first = frame(100, 1), second = frame(3000, 2), third = frame(500, 3);
+    run_loop({// The driver's notification: the device takes the chains and finds nothing to read.
+              {[&] { receive_notification.signal(); }, after_turns(3)},
+              {[&] {
+                   EXPECT_EQ(rx->used_idx(), 0);
+                   host_send(packet({}, first));
+               },
+               [&] { return rx->used_idx() == 1; }},
+              {[] {}, after_turns(3)},
+              {[&] {
+                   host_send(packet({}, second));
+                   host_send(packet({}, third));
+               },
+               [&] { return rx->used_idx() == 4; }}});
+
+    const auto used = rx->take_used();
+    EXPECT_EQ(heads_of(used), std::vector(heads.begin(), heads.begin() + 4));
+    EXPECT_THAT(received_packets(used),
+                ElementsAre(packet({.num_buffers = 1}, first), packet({.num_buffers = 2}, second),
+                            packet({.num_buffers = 1}, third)));
+    // The chains still held go back empty before a snapshot, each once.
+    device_->quiesce();
+    const auto rest = rx->take_used();
+    EXPECT_EQ(heads_of(rest), std::vector(heads.begin() + 4, heads.end()));
+    for (const UsedElement& element : rest) {
+        EXPECT_EQ(element.length, 0u);
+    }
+    EXPECT_EQ(device_->stats()["rx"], counters(3, 3600, 0, 0));
+}
+
+TEST_F(NetDeviceTest, APacketLongerThanTheChainsHeldWaitsAndEndsInTheNextChainsPosted) {
+    activate();
+    std::vector<std::uint16_t> heads{post_receive_chain({400, 600}), post_receive_chain({1000})};
+    const Bytes bytes = frame(5000, 7);
+    std::vector<std::uint64_t> dirty;
+    run_loop({{[&] { host_send(packet({.flags = kHeaderDataValid}, bytes)); }, after_turns(5)},
+              {[&] {
+                   EXPECT_EQ(rx->used_idx(), 0);
+                   EXPECT_EQ(rx->used_flags(), 0);  // the device asked to be told about more buffers
+                   (void)ram.take_dirty_page_numbers();
+                   heads.push_back(post_receive_chain({500, 500, 500}, /*indirect=*/true));
+                   heads.push_back(post_receive_chain({2000}));
+                   receive_notification.signal();
+               },
+               [&] { return rx->used_idx() == 4; }}});
+
+    const auto used = rx->take_used();
+    EXPECT_EQ(heads_of(used), heads);
+    std::vector<std::uint32_t> lengths;
+    for (const UsedElement& element : used) {
+        lengths.push_back(element.length);
+    }
+    EXPECT_THAT(lengths, ElementsAre(1000, 1000, 1500, kPacketHeaderSize + 5000 - 3500));
+    EXPECT_THAT(received_packets(used),
+                ElementsAre(packet({.flags = kHeaderDataValid, .num_buffers = 4}, bytes)));
+    // What was copied into the later chains, and num_buffers, marked for migration.
+    dirty = ram.take_dirty_page_numbers();
+    for (const std::uint16_t head : {heads[2], heads[3]}) {
+        for (const DriverBuffer& buffer : receive_chain_buffers[head]) {
+            EXPECT_THAT(dirty, ::testing::Contains((buffer.address - kRam) / memory::kPageSize));
+        }
+    }
+    EXPECT_THAT(dirty,
+                ::testing::Contains((receive_chain_buffers[heads[0]][0].address - kRam) / memory::kPageSize));
+    EXPECT_EQ(device_->stats()["rx"], counters(1, 5000, 0, 0));
+}
+
+TEST_F(NetDeviceTest, PagesOfAChainHeldBeforeThePacketCameAreMarkedDirtyWhenItLands) {
+    activate();
+    const DriverBuffer buffer = post_receive_buffer(3 * memory::kPageSize);
+    const std::uint64_t written = kPacketHeaderSize + 2 * memory::kPageSize;
+    run_loop({{[&] { receive_notification.signal(); }, after_turns(3)},
+              {[&] {
+                   // A migration pass takes the bitmap while the device holds the chain.
+                   (void)ram.take_dirty_page_numbers();
+                   host_send(packet({}, frame(2 * memory::kPageSize, 6)));
+               },
+               [&] { return rx->used_idx() == 1; }}});
+    const auto dirty = ram.take_dirty_page_numbers();
+    const std::uint64_t first_page = (buffer.address - kRam) / memory::kPageSize;
+    const std::uint64_t last_page = (buffer.address - kRam + written - 1) / memory::kPageSize;
+    for (std::uint64_t page = first_page; page <= last_page; ++page) {
+        EXPECT_THAT(dirty, ::testing::Contains(page)) << "page " << page;
+    }
+}
+
+TEST_F(NetDeviceTest, DropsAPacketLongerThanTheLargestFromTheBackend) {
+    activate();
+    std::vector<std::uint16_t> heads;
+    for (int i = 0; i < 4; ++i) {
+        heads.push_back(post_receive_chain({2048}));
+    }
+    const Bytes fits = frame(60, 1);
+    run_loop({{[&] {
+                   host_send(packet({}, frame(kMaxFrameLength + 1, 2)));
+                   host_send(packet({}, fits));
+               },
+               [&] { return rx->used_idx() == 1; }}});
+    const auto used = rx->take_used();
+    EXPECT_EQ(heads_of(used), std::vector{heads[0]});
+    EXPECT_THAT(received_packets(used), ElementsAre(packet({.num_buffers = 1}, fits)));
+    EXPECT_EQ(device_->stats()["rx"], counters(1, 60, 1, 0));
+}
+
+TEST_F(NetDeviceTest, ReceivesIntoChainsOfMoreBuffersThanOneReadTakes) {
+    // 16 chains of 128 buffers of 16 bytes: 2048 buffers, twice what one
+    // readv takes (IOV_MAX); a driver may post such chains, if not Linux.
+    activate();
+    std::vector<std::uint16_t> heads;
+    for (int i = 0; i < 16; ++i) {
+        heads.push_back(post_receive_chain(std::vector<std::uint32_t>(128, 16), /*indirect=*/true));
+    }
+    const Bytes bytes = frame(30000, 8);
+    run_loop({{[&] { host_send(packet({}, bytes)); }, [&] { return rx->used_idx() == 15; }}});
+    const auto used = rx->take_used();
+    EXPECT_EQ(heads_of(used), std::vector(heads.begin(), heads.begin() + 15));
+    EXPECT_THAT(received_packets(used), ElementsAre(packet({.num_buffers = 15}, bytes)));
+    EXPECT_EQ(device_->stats()["rx"], counters(1, 30000, 0, 0));
+}
+
+TEST_F(NetDeviceTest, WithEventIdxReceiveInterruptsOnlyWhenTheDriverAsks) {
+    activate(/*refused=*/0, /*event_idx=*/true);
+    // "Interrupt me once the entry at used index 3 is written."
+    rx->set_used_event(3);
+    for (int i = 0; i < 8; ++i) {
+        post_receive_buffer(2048);
+    }
+    run_loop({{[&] {
+                   for (int i = 0; i < 3; ++i) {
+                       host_send(packet({}, frame(60, static_cast<std::uint8_t>(i))));
+                   }
+               },
+               [&] { return rx->used_idx() == 3; }},
+              {[] {}, after_turns(3)},
+              {[&] {
+                   EXPECT_TRUE(interrupt.used_buffers_queues.empty());
+                   host_send(packet({}, frame(60, 3)));
+               },
+               [&] { return rx->used_idx() == 4; }}});
+    EXPECT_THAT(interrupt.used_buffers_queues, ElementsAre(NetDevice::kReceiveQueue));
 }
 
 TEST_F(NetDeviceTest, DropsARuntFromTheBackend) {

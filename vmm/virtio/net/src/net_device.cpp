@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -23,6 +25,9 @@ constexpr std::uint64_t kOffloadFeatures = feature_bit(kFeatureCsum) | feature_b
                                            feature_bit(kFeatureHostTso4) | feature_bit(kFeatureHostTso6) |
                                            feature_bit(kFeatureHostEcn) | feature_bit(kFeatureHostUfo);
 
+// The largest packet the backend hands over: a header and the largest frame.
+constexpr std::size_t kMaxPacketLength = kPacketHeaderSize + kMaxFrameLength;
+
 std::span<std::uint8_t> bytes_of(PacketHeader& header) {
     return {reinterpret_cast<std::uint8_t*>(&header), sizeof(header)};
 }
@@ -38,7 +43,7 @@ NetDevice::NetDevice(std::unique_ptr<NetBackend> backend, MacAddress mac, std::o
                 feature_bit(kFeatureRingEventIdx)),
       config_{},
       status_(kStatusLinkUp),
-      receive_packet_(kPacketHeaderSize + kMaxFrameLength) {
+      receive_overflow_(kMaxPacketLength) {
     std::copy(mac.begin(), mac.end(), config_.mac);
     config_.max_virtqueue_pairs = 1;
     config_.mtu = mtu.value_or(0);
@@ -112,8 +117,8 @@ void NetDevice::quiesce() {
         return;
     }
     memory::GuestMemory& memory = active_->memory;
-    for (const DescriptorChain& chain : receive_chains_) {
-        active_->queues[kReceiveQueue].add_used(memory, chain.head, 0);
+    for (const ReceiveChain& held : receive_chains_) {
+        active_->queues[kReceiveQueue].add_used(memory, held.chain.head, 0);
     }
     receive_chains_.clear();
     if (receive_packet_length_ != 0) {
@@ -173,8 +178,11 @@ void NetDevice::receive() {
     Queue& queue = active_->queues[kReceiveQueue];
     try {
         for (std::size_t budget = kMaxPacketsPerTurn; budget > 0; --budget) {
-            if (receive_packet_length_ == 0 && !read_packet()) {
-                break;
+            if (receive_packet_length_ == 0) {
+                hold_receive_chains();
+                if (!read_packet()) {
+                    break;  // the chains held wait for the next packet
+                }
             }
             if (deliver_packet()) {
                 continue;
@@ -196,84 +204,23 @@ void NetDevice::receive() {
     signal_used(kReceiveQueue);
 }
 
-bool NetDevice::read_packet() {
-    while (!backend_lost_) {
-        const ssize_t length = ::read(backend_->fd(), receive_packet_.data(), receive_packet_.size());
-        if (length < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                lose_backend();
-            }
-            return false;
+void NetDevice::hold_receive_chains() {
+    if ((active_->features & feature_bit(kFeatureMergeableRxBuffers)) == 0) {
+        if (receive_chains_.empty()) {
+            hold_next_receive_chain();
         }
-        if (length == 0) {
-            lose_backend();  // the other end is gone (a socket pair's; a tap does not end)
-            return false;
-        }
-        if (static_cast<std::size_t>(length) < kPacketHeaderSize + kMinFrameLength) {
-            ++receive_counters_.dropped;  // no frame a driver could use
-            continue;
-        }
-        receive_packet_length_ = static_cast<std::size_t>(length);
-        return true;
+        return;
     }
-    return false;
-}
-
-bool NetDevice::deliver_packet() {
-    Queue& queue = active_->queues[kReceiveQueue];
-    memory::GuestMemory& memory = active_->memory;
-    const bool merged = (active_->features & feature_bit(kFeatureMergeableRxBuffers)) != 0;
-    const std::span<std::uint8_t> packet = std::span(receive_packet_).first(receive_packet_length_);
-
-    // Find the chains that hold the packet: the first one alone without
-    // MRG_RXBUF, as many as it takes with it.
-    std::size_t chains = 0;
     std::uint64_t room = 0;
-    while (room < packet.size() && (merged || chains == 0)) {
-        if (chains == receive_chains_.size()) {
-            std::optional<DescriptorChain> chain = next_receive_chain();
-            if (!chain) {
-                if (receive_chains_.size() < queue.state().size) {
-                    return false;  // the driver has more buffers to post
-                }
-                break;  // the whole queue cannot hold it
-            }
-            receive_chains_.push_back(std::move(*chain));
-        }
-        room += receive_chains_[chains].writable_length();
-        ++chains;
+    for (const ReceiveChain& held : receive_chains_) {
+        room += held.length;
     }
-    if (room < packet.size()) {
-        // Kept for a smaller packet: the chains are good, this one too big.
-        ++receive_counters_.dropped;
-        receive_packet_length_ = 0;
-        return true;
+    while (room < kMaxPacketLength && hold_next_receive_chain()) {
+        room += receive_chains_.back().length;
     }
-
-    PacketHeader header;
-    std::memcpy(&header, packet.data(), sizeof(header));
-    header.num_buffers = static_cast<std::uint16_t>(chains);
-    std::memcpy(packet.data(), &header, sizeof(header));
-    std::size_t offset = 0;
-    for (std::size_t index = 0; index < chains; ++index) {
-        const DescriptorChain& chain = receive_chains_.front();
-        const std::size_t piece = std::min<std::uint64_t>(chain.writable_length(), packet.size() - offset);
-        // write() marks the pages dirty.
-        chain.write(memory, 0, packet.subspan(offset, piece));
-        queue.add_used(memory, chain.head, static_cast<std::uint32_t>(piece));
-        offset += piece;
-        receive_chains_.pop_front();
-    }
-    ++receive_counters_.packets;
-    receive_counters_.bytes += packet.size() - kPacketHeaderSize;
-    receive_packet_length_ = 0;
-    return true;
 }
 
-std::optional<DescriptorChain> NetDevice::next_receive_chain() {
+bool NetDevice::hold_next_receive_chain() {
     Queue& queue = active_->queues[kReceiveQueue];
     memory::GuestMemory& memory = active_->memory;
     // Bad chains go back as they come, but no more than a queue's worth per
@@ -289,7 +236,7 @@ std::optional<DescriptorChain> NetDevice::next_receive_chain() {
             continue;
         }
         if (!chain) {
-            return std::nullopt;
+            return false;
         }
         // Receive buffers are the device's to write, and each must hold at
         // least the header (spec 5.1.6.3.1): anything else is a driver bug.
@@ -298,9 +245,127 @@ std::optional<DescriptorChain> NetDevice::next_receive_chain() {
             queue.add_used(memory, chain->head, 0);
             continue;
         }
-        return chain;
+        std::vector<iovec> iovecs = chain->writable_iovecs(memory);
+        const std::uint64_t length = chain->writable_length();
+        receive_chains_.push_back({std::move(*chain), std::move(iovecs), length});
+        return true;
     }
-    return std::nullopt;
+    return false;
+}
+
+bool NetDevice::read_packet() {
+    const bool merged = (active_->features & feature_bit(kFeatureMergeableRxBuffers)) != 0;
+    // The held chains' buffers, as many as one readv takes (a chain has at
+    // most twice the queue size of them, far fewer than IOV_MAX, so the
+    // first always fits), then the overflow: room for more than the largest
+    // packet, so that a longer one (which no tap sends) shows by its length.
+    receive_iovecs_.clear();
+    std::uint64_t room = 0;
+    for (const ReceiveChain& held : receive_chains_) {
+        if (receive_iovecs_.size() + held.iovecs.size() >= IOV_MAX) {
+            break;
+        }
+        receive_iovecs_.insert(receive_iovecs_.end(), held.iovecs.begin(), held.iovecs.end());
+        room += held.length;
+        if (!merged || room >= kMaxPacketLength) {
+            break;
+        }
+    }
+    receive_iovecs_.push_back({receive_overflow_.data(), receive_overflow_.size()});
+
+    while (!backend_lost_) {
+        const ssize_t read =
+            ::readv(backend_->fd(), receive_iovecs_.data(), static_cast<int>(receive_iovecs_.size()));
+        if (read < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                lose_backend();
+            }
+            return false;
+        }
+        if (read == 0) {
+            lose_backend();  // the other end is gone (a socket pair's; a tap does not end)
+            return false;
+        }
+        const auto length = static_cast<std::size_t>(read);
+        const std::size_t in_chains = std::min<std::uint64_t>(length, room);
+        // The pages were marked dirty when the chains were translated, maybe
+        // long before: marked again now that they hold the data, as a
+        // migration may have taken the dirty bitmap in between.
+        std::uint64_t unmarked = in_chains;
+        for (auto held = receive_chains_.begin(); unmarked > 0; ++held) {
+            const std::uint64_t piece = std::min(unmarked, held->length);
+            held->chain.mark_written(active_->memory, piece);
+            unmarked -= piece;
+        }
+        if (length < kPacketHeaderSize + kMinFrameLength || length > kMaxPacketLength) {
+            ++receive_counters_.dropped;  // no frame a driver could use
+            continue;
+        }
+        receive_packet_length_ = length;
+        receive_packet_in_chains_ = in_chains;
+        return true;
+    }
+    return false;
+}
+
+bool NetDevice::deliver_packet() {
+    Queue& queue = active_->queues[kReceiveQueue];
+    memory::GuestMemory& memory = active_->memory;
+    const bool merged = (active_->features & feature_bit(kFeatureMergeableRxBuffers)) != 0;
+    const std::size_t length = receive_packet_length_;
+
+    // Find the chains that hold the packet: the first one alone without
+    // MRG_RXBUF, as many as it takes with it.
+    std::size_t chains = 0;
+    std::uint64_t room = 0;
+    while (room < length && (merged || chains == 0)) {
+        if (chains == receive_chains_.size() && !hold_next_receive_chain()) {
+            if (receive_chains_.size() < queue.state().size) {
+                return false;  // the driver has more buffers to post
+            }
+            break;  // the whole queue cannot hold it
+        }
+        room += receive_chains_[chains].length;
+        ++chains;
+    }
+    if (room < length) {
+        // Kept for a smaller packet: the chains are good, this one too big.
+        ++receive_counters_.dropped;
+        receive_packet_length_ = 0;
+        return true;
+    }
+
+    // The read filled whole chains before it reached the overflow, so each
+    // chain holds its part already or takes it from there.
+    const std::span<const std::uint8_t> overflow =
+        std::span(receive_overflow_).first(length - receive_packet_in_chains_);
+    receive_used_.clear();
+    std::size_t offset = 0;
+    for (std::size_t index = 0; index < chains; ++index) {
+        const ReceiveChain& held = receive_chains_[index];
+        const std::size_t piece = std::min<std::uint64_t>(held.length, length - offset);
+        if (offset >= receive_packet_in_chains_) {
+            held.chain.write(memory, 0, overflow.subspan(offset - receive_packet_in_chains_, piece));
+        }
+        receive_used_.push_back({held.chain.head, static_cast<std::uint32_t>(piece)});
+        offset += piece;
+    }
+    // num_buffers is the device's to fill: a tap skips it, leaving what the buffer held.
+    const auto num_buffers = static_cast<std::uint16_t>(chains);
+    receive_chains_.front().chain.write(
+        memory, offsetof(PacketHeader, num_buffers),
+        std::span(reinterpret_cast<const std::uint8_t*>(&num_buffers), sizeof(num_buffers)));
+    queue.add_used(memory, receive_used_);
+    receive_chains_.erase(receive_chains_.begin(),
+                          receive_chains_.begin() + static_cast<std::ptrdiff_t>(chains));
+
+    ++receive_counters_.packets;
+    receive_counters_.bytes += length - kPacketHeaderSize;
+    receive_packet_length_ = 0;
+    return true;
 }
 
 void NetDevice::transmit() {

@@ -240,18 +240,27 @@ DescriptorChain Queue::walk_chain(const GuestMemory& memory, std::uint16_t head)
 }
 
 void Queue::add_used(GuestMemory& memory, std::uint16_t head, std::uint32_t written) {
+    const UsedElement element{head, written};
+    add_used(memory, std::span(&element, 1));
+}
+
+void Queue::add_used(GuestMemory& memory, std::span<const UsedElement> elements) {
     if (!state_.ready) {
         return;
     }
-    if (head >= state_.size) {
-        throw std::invalid_argument(name_ + ": completing descriptor " + to_string(head) + " of a queue of " +
-                                    to_string(state_.size));
+    for (const UsedElement& element : elements) {
+        if (element.id >= state_.size) {
+            throw std::invalid_argument(name_ + ": completing descriptor " + to_string(element.id) +
+                                        " of a queue of " + to_string(state_.size));
+        }
     }
-    const auto position = static_cast<std::uint16_t>(state_.next_used & position_mask());
-    memory.write_object(state_.used_ring + UsedRing::entry(position), UsedElement{head, written});
-    ++state_.next_used;
-    // Release: the driver reads the used element, and the data the device
-    // wrote into the chain's buffers, once it sees used.idx move; all of
+    for (const UsedElement& element : elements) {
+        const auto position = static_cast<std::uint16_t>(state_.next_used & position_mask());
+        memory.write_object(state_.used_ring + UsedRing::entry(position), element);
+        ++state_.next_used;
+    }
+    // Release: the driver reads the used elements, and the data the device
+    // wrote into the chains' buffers, once it sees used.idx move; all of
     // those writes must be visible to it before the new index is.
     std::atomic_thread_fence(std::memory_order_release);
     store_ring_field(memory, state_.used_ring + UsedRing::kIdx, state_.next_used);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 
@@ -106,6 +107,11 @@ public:
     // buffers dirty again, for writes made after writable_iovecs() (a
     // migration may have taken the bitmap in between).
     void add_used(memory::GuestMemory& memory, const DescriptorChain& chain, std::uint32_t written);
+    // Returns several chains at once: used.idx moves past all of them in one
+    // store, so the driver sees them together or not at all (a packet spread
+    // over merged receive buffers must appear whole, spec 5.1.6.4). Throws
+    // std::invalid_argument, before writing anything, for a head outside the queue.
+    void add_used(memory::GuestMemory& memory, std::span<const UsedElement> elements);
 
     // Whether the chains added since the last call are worth an interrupt:
     // with event idx, whether used.idx passed the driver's used_event; without,

@@ -15,6 +15,7 @@
 #include "vmm/virtio/net/backend.h"
 #include "vmm/virtio/net/mac_address.h"
 #include "vmm/virtio/net/protocol.h"
+#include "vmm/virtio/split_ring.h"
 
 namespace vim::vmm::virtio::net {
 
@@ -26,20 +27,24 @@ namespace vim::vmm::virtio::net {
 // guest memory, and one interrupt per batch when the driver wants it. Should
 // the backend be full (EAGAIN), the chain waits until it is writable.
 //
-// Receive: while the backend is readable and the driver has posted buffers,
-// packets are read one by one and copied into the driver's chains: with
-// MRG_RXBUF a packet spans as many chains as it needs (num_buffers says how
-// many), without it takes one chain; one interrupt per batch. When the
-// buffers run out, the packet read waits in the device, the backend is no
-// longer watched (no busy loop on a readable tap) and the driver is asked to
-// notify: its next buffers resume receiving.
+// Receive: the device holds the driver's chains first, then reads each packet
+// from the backend straight into them with one readv, with no copy on the
+// way: with MRG_RXBUF it holds chains enough for the largest packet (or all
+// the driver posted) and a packet spans as many as it needs (num_buffers says
+// how many), without it one chain takes one packet. A packet's chains are
+// published together, one interrupt per batch. Chains held when the backend
+// has nothing wait there for the next packet. What does not fit the chains
+// held (the driver posted too few, or none) lands in a buffer of the
+// device's and waits there for more chains, copied into them when they come;
+// meanwhile the backend is no longer watched (no busy loop on a readable tap)
+// and the driver is asked to notify: its next buffers resume receiving.
 //
 // A guest that posts garbage loses that packet, counted in the stats: a chain
 // the queue refuses, a transmit chain shorter than a header and an Ethernet
 // header or longer than kMaxFrameLength after its header, one with
 // device-writable buffers, a header with flags or offloads not negotiated, a
-// receive chain with device-readable buffers or (with MRG_RXBUF) shorter than
-// a header. A broken queue stops the device until the driver resets it
+// receive chain with device-readable buffers or shorter than a header. A
+// broken queue stops the device until the driver resets it
 // (DEVICE_NEEDS_RESET). One turn on the loop moves at most kMaxPacketsPerTurn
 // packets each way, so the other devices get their turn.
 //
@@ -74,7 +79,7 @@ public:
     // serving. A backend refusing them leaves the device needing a reset.
     void activate(const Activation& activation) override;
     // Unregisters from the loop and forgets the chains held and the packet
-    // waiting for buffers (counted as dropped).
+    // waiting for more of them (counted as dropped).
     void reset() override;
 
     // interface, mac; rx and tx: packets, bytes (frames without headers),
@@ -84,11 +89,11 @@ public:
     nlohmann::json stats() const override;
 
     // Gives back what the device holds outside the rings, so that nothing of
-    // the driver's is lost with the source: receive chains held for a packet
-    // go back empty (the driver drops them as runts and posts them again),
-    // the packet read from the tap and a transmit chain the tap did not take
-    // yet are dropped (counted), as a network may drop them. The link state
-    // does not travel: the destination's tap is a new one.
+    // the driver's is lost with the source: the receive chains held go back
+    // empty (the driver drops them as runts and posts them again), the packet
+    // waiting for more of them and a transmit chain the tap did not take yet
+    // are dropped (counted), as a network may drop them. The link state does
+    // not travel: the destination's tap is a new one.
     void quiesce() override;
 
 private:
@@ -104,16 +109,29 @@ private:
     void serve_transmit_notification();
     void serve_backend(std::uint32_t events);
 
+    // A receive chain held for the packets to come, its buffers translated
+    // to host memory once.
+    struct ReceiveChain {
+        DescriptorChain chain;
+        std::vector<iovec> iovecs;
+        std::uint64_t length;  // writable bytes
+    };
+
     // Moves packets from the backend into the receive queue until either
     // runs dry or the turn's budget is spent.
     void receive();
-    // Reads the next packet into receive_packet_; false when there is none.
+    // Holds chains until they can take the largest packet (with MRG_RXBUF)
+    // or one packet (without), or the driver has no more.
+    void hold_receive_chains();
+    // Pops and holds the next usable receive chain; bad ones are given back
+    // empty on the way. False when the driver has none.
+    bool hold_next_receive_chain();
+    // Reads the next packet into the held chains, the part past them into
+    // receive_overflow_; false when there is none.
     bool read_packet();
-    // Copies the waiting packet into the driver's chains; false when they
-    // do not hold it yet (it keeps waiting).
+    // Completes the packet read with the chains that hold it; false when the
+    // driver has yet to post the chains for its overflow (it keeps waiting).
     bool deliver_packet();
-    // The next usable receive chain; bad ones are given back empty on the way.
-    std::optional<DescriptorChain> next_receive_chain();
 
     // Sends the chain that waited for the backend, then the queue's.
     void transmit();
@@ -141,12 +159,18 @@ private:
     std::optional<Activation> active_;
     bool broken_ = false;
     bool backend_lost_ = false;
-    // Receive chains popped but not yet used: a packet needing more than the
-    // queue had left keeps what it found for the next try.
-    std::deque<DescriptorChain> receive_chains_;
-    // The packet read from the backend and not yet delivered, header first.
-    std::vector<std::uint8_t> receive_packet_;
+    // Receive chains popped but not yet used, in the driver's order.
+    std::deque<ReceiveChain> receive_chains_;
+    // The packet read from the backend and not yet delivered: its first
+    // receive_packet_in_chains_ bytes in the held chains, the rest at the
+    // start of receive_overflow_.
     std::size_t receive_packet_length_ = 0;  // 0: none
+    std::size_t receive_packet_in_chains_ = 0;
+    // Where a read puts what does not fit the chains: room for the largest
+    // packet, so that no read is ever cut short.
+    std::vector<std::uint8_t> receive_overflow_;
+    std::vector<iovec> receive_iovecs_;      // reused: one read's buffers
+    std::vector<UsedElement> receive_used_;  // reused: one packet's chains
     bool waiting_for_receive_buffers_ = false;
     std::optional<DescriptorChain> transmit_waiting_;  // the backend was full
     std::vector<iovec> transmit_iovecs_;               // reused: one packet's header and frame
