@@ -396,6 +396,7 @@ class Qmp:
                 time.sleep(0.05)
         self.replies = self.connection.makefile("r")
         self.replies.readline()  # the greeting
+        self.events = []  # every asynchronous event seen, in order
         self.execute("qmp_capabilities")
 
     def execute(self, command, arguments=None):
@@ -405,9 +406,18 @@ class Qmp:
             reply = json.loads(line)
             if "error" in reply:
                 sys.exit(f"QMP {command}: {reply['error'].get('desc', reply)}")
-            if "return" in reply:  # anything else is an asynchronous event
+            if "return" in reply:
                 return reply["return"]
+            self.events.append(reply)
         sys.exit(f"QMP {command}: QEMU closed the monitor")
+
+
+    def event_time(self, name):
+        """When QEMU sent the first `name` event seen (seconds, the host's clock), or None."""
+        for event in self.events:
+            if event.get("event") == name:
+                return event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
+        return None
 
 
 class QmpExitCounter(Qmp):

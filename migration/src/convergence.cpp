@@ -18,10 +18,16 @@ Decision Convergence::after_round(const RoundResult& round) {
     dirty_rate_pages_per_s_ = static_cast<double>(round.dirty_pages) / seconds;
     const double left_bytes = static_cast<double>(round.dirty_pages * vmm::memory::kPageSize);
     expected_downtime_ms_ = bandwidth_bytes_per_s_ > 0 ? left_bytes / bandwidth_bytes_per_s_ * 1000 : 0;
+    const bool out_of_rounds = iterations_ >= max_iterations_;
     if (round.dirty_pages == 0 || expected_downtime_ms_ <= downtime_limit_ms_) {
-        return Decision::FinalCopy;
+        // It fits; but while a round still halves what is left, one more
+        // costs less time than it takes off the downtime.
+        const bool still_halving = round.dirty_pages * 2 <= round.pages_sent;
+        const bool worth_another =
+            still_halving && expected_downtime_ms_ > kNotWorthARoundMs && !out_of_rounds;
+        return worth_another ? Decision::Continue : Decision::FinalCopy;
     }
-    return iterations_ >= max_iterations_ ? Decision::GiveUp : Decision::Continue;
+    return out_of_rounds ? Decision::GiveUp : Decision::Continue;
 }
 
 std::string Convergence::give_up_reason() const {

@@ -35,6 +35,11 @@ std::vector<std::uint8_t> Destination::receive_memory_and_state(vmm::memory::Gue
             receiver.receive(reader_, section);
             continue;
         }
+        if (section.type == SectionType::Sync) {
+            reader_.read_payload(section);
+            send_control(socket_.get(), ControlKind::Synced);
+            continue;
+        }
         if (section.type != SectionType::State) {
             reader_.fail(section, "expected pages or the state");
         }

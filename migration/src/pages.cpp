@@ -1,6 +1,6 @@
 #include "migration/pages.h"
 
-// For XXH3_state_t, the streaming state kept on the stack.
+// For XXH64_state_t, the streaming state kept on the stack.
 #define XXH_STATIC_LINKING_ONLY
 #include <sys/mman.h>
 #include <xxhash.h>
@@ -17,11 +17,6 @@ using vmm::memory::Region;
 
 bool bit(std::span<const std::uint64_t> bitmap, std::uint64_t page) {
     return page / 64 < bitmap.size() && (bitmap[page / 64] >> (page % 64) & 1) != 0;
-}
-
-bool is_zero(const std::uint8_t* page) {
-    static const std::uint8_t zero[kPageSize] = {};
-    return std::memcmp(page, zero, kPageSize) == 0;
 }
 
 // Faults in the pages about to be received, a run of neighbours at a time:
@@ -51,15 +46,23 @@ PageCounts& PageCounts::operator+=(const PageCounts& other) {
 
 std::vector<RegionPages> all_pages(const GuestMemory& memory) {
     std::vector<RegionPages> pages;
-    for (const Region& region : memory.regions()) {
-        const std::uint64_t count = region.size / kPageSize;
-        RegionPages all{std::vector<std::uint64_t>((count + 63) / 64, ~std::uint64_t{0}), {}};
+    for (std::size_t index = 0; index < memory.regions().size(); ++index) {
+        const std::uint64_t count = memory.regions()[index].size / kPageSize;
+        RegionPages all{std::vector<std::uint64_t>((count + 63) / 64, ~std::uint64_t{0}),
+                        memory.hole_pages(index)};
         if (count % 64 != 0) {
             all.dirty.back() = (std::uint64_t{1} << (count % 64)) - 1;
         }
         pages.push_back(std::move(all));
     }
     return pages;
+}
+
+bool is_zero_page(const std::uint8_t* page) {
+    // glibc's memcmp stops at the first difference and reads vectors at a
+    // time; the zero page it compares against stays in the cache.
+    static const std::uint8_t zero[kPageSize] = {};
+    return std::memcmp(page, zero, kPageSize) == 0;
 }
 
 std::uint64_t count_pages(std::span<const RegionPages> pages) {
@@ -96,7 +99,7 @@ PageCounts PageSender::send(std::span<const RegionPages> pages,
                 const std::uint8_t* host = region.host + page * kPageSize;
                 const std::uint64_t address = region.start + page * kPageSize;
                 // A discarded page is a hole: reading it would allocate it.
-                if (bit(wanted.discarded, page) || is_zero(host)) {
+                if (bit(wanted.discarded, page) || is_zero_page(host)) {
                     entries_.push_back(address | kZeroPageFlag);
                     ++counts.zero_pages;
                 } else {
@@ -128,13 +131,13 @@ void PageSender::flush(PageCounts& counts) {
     const iovec parts[] = {{prefix, sizeof prefix},
                            {entries_.data(), entries_.size() * sizeof(std::uint64_t)},
                            {data_.data(), data_pages_ * kPageSize}};
-    XXH3_state_t state;
-    XXH3_64bits_reset(&state);
+    XXH64_state_t state;
+    XXH64_reset(&state, 0);
     for (const iovec& part : parts) {
-        XXH3_64bits_update(&state, part.iov_base, part.iov_len);
+        XXH64_update(&state, part.iov_base, part.iov_len);
     }
     const std::uint64_t before = writer_.bytes_written();
-    writer_.write_section(SectionType::Pages, XXH3_64bits_digest(&state), parts);
+    writer_.write_section(SectionType::Pages, XXH64_digest(&state), parts);
     counts.bytes += writer_.bytes_written() - before;
     entries_.clear();
     data_pages_ = 0;
@@ -200,16 +203,16 @@ void PageReceiver::receive(StreamReader& reader, const SectionHeader& section) {
     populate(data_parts);
     reader.read_exact(section, data_parts);
 
-    XXH3_state_t state;
-    XXH3_64bits_reset(&state);
-    XXH3_64bits_update(&state, prefix, sizeof prefix);
-    XXH3_64bits_update(&state, entries.data(), count * 8);
+    XXH64_state_t state;
+    XXH64_reset(&state, 0);
+    XXH64_update(&state, prefix, sizeof prefix);
+    XXH64_update(&state, entries.data(), count * 8);
     for (const Target& target : targets) {
         if (!target.zero) {
-            XXH3_64bits_update(&state, regions[target.region].host + target.page * kPageSize, kPageSize);
+            XXH64_update(&state, regions[target.region].host + target.page * kPageSize, kPageSize);
         }
     }
-    if (XXH3_64bits_digest(&state) != section.checksum) {
+    if (XXH64_digest(&state) != section.checksum) {
         reader.fail(section, "checksum mismatch");
     }
     for (const Target& target : targets) {

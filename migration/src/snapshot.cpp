@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "migration/pages.h"
 #include "migration/stream.h"
 #include "vmm/sys/error.h"
 
@@ -35,11 +36,6 @@ void sync_or_throw(int fd, const std::filesystem::path& path) {
     }
 }
 
-bool is_zero(const std::uint8_t* page) {
-    static const std::uint8_t zero[kPageSize] = {};
-    return std::memcmp(page, zero, kPageSize) == 0;
-}
-
 void write_fully(int fd, const std::uint8_t* bytes, std::uint64_t length, off_t offset,
                  const std::filesystem::path& path) {
     while (length > 0) {
@@ -56,30 +52,6 @@ void write_fully(int fd, const std::uint8_t* bytes, std::uint64_t length, off_t 
     }
 }
 
-// The pages of region `region` of `memory` that may hold data, from `page` on:
-// where its memfd has a hole (never written, or discarded) there is nothing
-// to read, and reading would allocate the page. Empty when none is left.
-std::pair<std::uint64_t, std::uint64_t> next_extent(const vmm::memory::GuestMemory& memory,
-                                                    const vmm::memory::Region& region, std::uint64_t page) {
-    const std::uint64_t pages = region.size / kPageSize;
-    if (memory.fd() < 0) {
-        return {page, pages};
-    }
-    const auto offset = static_cast<off_t>(region.file_offset + page * kPageSize);
-    const off_t data = ::lseek(memory.fd(), offset, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) {
-        return {pages, pages};
-    }
-    const off_t hole = data < 0 ? -1 : ::lseek(memory.fd(), data, SEEK_HOLE);
-    if (hole < 0) {
-        vmm::sys::throw_errno("snapshot: find the data in guest RAM");
-    }
-    const std::uint64_t first = (static_cast<std::uint64_t>(data) - region.file_offset) / kPageSize;
-    const std::uint64_t end =
-        (static_cast<std::uint64_t>(hole) - region.file_offset + kPageSize - 1) / kPageSize;
-    return {std::min(first, pages), std::min(end, pages)};
-}
-
 // Guest RAM into a sparse file: ftruncate makes the holes, runs of non-zero
 // pages are written with one pwrite each; holes in the memory are skipped
 // without being read. The pages GuestMemory calls discarded are not trusted
@@ -93,24 +65,24 @@ void write_memory(const std::filesystem::path& path, const vmm::memory::GuestMem
     std::uint64_t file_offset = 0;
     for (std::size_t index = 0; index < memory.regions().size(); ++index) {
         const vmm::memory::Region& region = memory.regions()[index];
-        auto holds_data = [&](std::uint64_t page) { return !is_zero(region.host + page * kPageSize); };
-        std::uint64_t page = 0;
-        while (page < region.size / kPageSize) {
-            const auto [first, end] = next_extent(memory, region, page);
-            for (page = first; page < end;) {
-                if (!holds_data(page)) {
-                    ++page;
-                    continue;
-                }
-                std::uint64_t run_end = page + 1;
-                while (run_end < end && holds_data(run_end)) {
-                    ++run_end;
-                }
-                write_fully(file.get(), region.host + page * kPageSize, (run_end - page) * kPageSize,
-                            static_cast<off_t>(file_offset + page * kPageSize), path);
-                page = run_end;
+        const std::vector<std::uint64_t> holes = memory.hole_pages(index);
+        auto holds_data = [&](std::uint64_t page) {
+            return (holes[page / 64] >> (page % 64) & 1) == 0 &&
+                   !is_zero_page(region.host + page * kPageSize);
+        };
+        const std::uint64_t pages = region.size / kPageSize;
+        for (std::uint64_t page = 0; page < pages;) {
+            if (!holds_data(page)) {
+                ++page;
+                continue;
             }
-            page = std::max(page, end);
+            std::uint64_t run_end = page + 1;
+            while (run_end < pages && holds_data(run_end)) {
+                ++run_end;
+            }
+            write_fully(file.get(), region.host + page * kPageSize, (run_end - page) * kPageSize,
+                        static_cast<off_t>(file_offset + page * kPageSize), path);
+            page = run_end;
         }
         file_offset += region.size;
     }

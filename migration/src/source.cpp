@@ -59,6 +59,23 @@ nlohmann::json to_json(const MigrationStatus& status) {
     if (status.downtime_ms) {
         reply["downtime_ms"] = *status.downtime_ms;
     }
+    if (status.downtime_parts) {
+        const DowntimeParts& parts = *status.downtime_parts;
+        reply["downtime_parts_ms"] = {{"pause", parts.pause_ms},
+                                      {"last_pages", parts.last_pages_ms},
+                                      {"state", parts.state_ms},
+                                      {"destination", parts.destination_ms},
+                                      {"switch_over", parts.switch_over_ms}};
+    }
+    reply["rounds"] = nlohmann::json::array();
+    for (const RoundFigures& round : status.rounds) {
+        reply["rounds"].push_back({{"pages", round.pages},
+                                   {"zero_pages", round.zero_pages},
+                                   {"bytes", round.bytes},
+                                   {"ms", round.ms},
+                                   {"dirty_pages", round.dirty_pages},
+                                   {"expected_downtime_ms", round.expected_downtime_ms}});
+    }
     if (status.state == MigrationState::Failed) {
         reply["error"] = status.error;
     }
@@ -108,10 +125,9 @@ void Source::update(const std::function<void(MigrationStatus&)>& change) {
 void Source::run() {
     const Clock::time_point started = Clock::now();
     bool paused = false;
-    Clock::time_point paused_at;
     DirtyTracker tracker(machine_.vm(), machine_.memory());
     try {
-        migrate_with(tracker, paused, paused_at);
+        migrate_with(tracker, paused);
     } catch (...) {
         std::string error;
         MigrationState state = MigrationState::Failed;
@@ -161,13 +177,11 @@ void Source::run() {
     }
     update([&](MigrationStatus& status) {
         status.state = MigrationState::Completed;
-        status.downtime_ms = milliseconds_since(paused_at);
         status.total_ms = milliseconds_since(started);
     });
 }
 
-void Source::migrate_with(DirtyTracker& tracker, bool& paused,
-                          std::chrono::steady_clock::time_point& paused_at) {
+void Source::migrate_with(DirtyTracker& tracker, bool& paused) {
     vmm::memory::GuestMemory& memory = machine_.memory();
     StreamWriter writer(socket_.get());
     writer.write_header();
@@ -208,15 +222,22 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused,
         const PageCounts round = sender.send(pages, after_batch);
         total += round;
         pages = tracker.collect();
-        const Decision decision = convergence.after_round(
-            {.pages_sent = round.pages,
-             .bytes_sent = round.bytes,
-             .seconds = std::chrono::duration<double>(Clock::now() - round_start).count(),
-             .dirty_pages = count_pages(pages)});
+        const double seconds = std::chrono::duration<double>(Clock::now() - round_start).count();
+        const std::uint64_t dirty_pages = count_pages(pages);
+        const Decision decision = convergence.after_round({.pages_sent = round.pages,
+                                                           .bytes_sent = round.bytes,
+                                                           .seconds = seconds,
+                                                           .dirty_pages = dirty_pages});
         update([&](MigrationStatus& status) {
             status.dirty_rate_pages_per_s = convergence.dirty_rate_pages_per_s();
             status.bandwidth_mbps = convergence.bandwidth_bytes_per_s() * 8 / 1e6;
             status.expected_downtime_ms = convergence.expected_downtime_ms();
+            status.rounds.push_back({.pages = round.pages,
+                                     .zero_pages = round.zero_pages,
+                                     .bytes = round.bytes,
+                                     .ms = seconds * 1000,
+                                     .dirty_pages = dirty_pages,
+                                     .expected_downtime_ms = convergence.expected_downtime_ms()});
         });
         if (decision == Decision::GiveUp) {
             throw std::runtime_error(convergence.give_up_reason());
@@ -226,9 +247,30 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused,
         }
     }
 
+    // The destination takes in what is still queued on the way (megabytes
+    // of socket buffers) while the guest runs, not while it is paused.
+    writer.write_section(SectionType::Sync, {});
+    const ControlMessage synced = receive_control(socket_.get(), options_.handshake_timeout);
+    if (synced.kind == ControlKind::Error) {
+        throw std::runtime_error("destination rejected the stream: " + synced.text);
+    }
+    if (synced.kind != ControlKind::Synced) {
+        throw std::runtime_error("destination answered SYNC with something other than SYNCED");
+    }
+
+    DowntimeParts parts;
+    Clock::time_point part_start = Clock::now();
+    // The time since part_start, and the next part starts now.
+    auto lap = [&part_start] {
+        const Clock::time_point now = Clock::now();
+        const double ms = std::chrono::duration<double, std::milli>(now - part_start).count();
+        part_start = now;
+        return ms;
+    };
     paused = true;
-    paused_at = Clock::now();
+    const Clock::time_point paused_at = part_start;
     machine_.pause();
+    parts.pause_ms = lap();
     update([&](MigrationStatus& status) { status.iteration = convergence.iterations() + 1; });
     round_start = Clock::now();
     // The pages found dirty after the last round and those dirtied since.
@@ -238,10 +280,19 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused,
             last[index].dirty[word] |= pages[index].dirty[word];
         }
     }
-    total += sender.send(last, after_batch);
+    const PageCounts final_round = sender.send(last, after_batch);
+    total += final_round;
     tracker.stop();
+    parts.last_pages_ms = lap();
+    update([&](MigrationStatus& status) {
+        status.rounds.push_back({.pages = final_round.pages,
+                                 .zero_pages = final_round.zero_pages,
+                                 .bytes = final_round.bytes,
+                                 .ms = parts.last_pages_ms});
+    });
     writer.write_section(SectionType::State, machine_.save_state());
     writer.write_section(SectionType::End, {});
+    parts.state_ms = lap();
 
     const ControlMessage ready = receive_control(socket_.get(), options_.handshake_timeout);
     if (ready.kind == ControlKind::Error) {
@@ -255,6 +306,7 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused,
         if (cancelled_) {
             throw Cancelled{};
         }
+        parts.destination_ms = lap();
         send_control(socket_.get(), ControlKind::Go);
         go_sent_ = true;
     }
@@ -263,6 +315,11 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused,
     if (running.kind != ControlKind::Running) {
         throw std::runtime_error("destination answered GO with something other than RUNNING");
     }
+    parts.switch_over_ms = lap();
+    update([&](MigrationStatus& status) {
+        status.downtime_ms = std::chrono::duration<double, std::milli>(part_start - paused_at).count();
+        status.downtime_parts = parts;
+    });
 }
 
 std::string Source::destination_error(const std::string& fallback) {

@@ -60,6 +60,7 @@ std::uint64_t max_payload(SectionType type) {
     case SectionType::Pages:
         return kMaxPagesPayload;
     case SectionType::End:
+    case SectionType::Sync:
         return 0;
     }
     return 0;
@@ -67,7 +68,7 @@ std::uint64_t max_payload(SectionType type) {
 
 bool known_type(std::uint32_t type) {
     return type >= static_cast<std::uint32_t>(SectionType::Config) &&
-           type <= static_cast<std::uint32_t>(SectionType::End);
+           type <= static_cast<std::uint32_t>(SectionType::Sync);
 }
 
 // Reads `length` bytes before `deadline`; false if the peer closed first.
@@ -117,13 +118,13 @@ std::string_view section_name(SectionType type) {
         return "state";
     case SectionType::End:
         return "end";
+    case SectionType::Sync:
+        return "sync";
     }
     return "unknown";
 }
 
-std::uint64_t checksum(std::span<const std::uint8_t> bytes) {
-    return XXH3_64bits(bytes.data(), bytes.size());
-}
+std::uint64_t checksum(std::span<const std::uint8_t> bytes) { return XXH64(bytes.data(), bytes.size(), 0); }
 
 StreamWriter::StreamWriter(int fd) : fd_(fd) {
     struct stat status {};
@@ -346,7 +347,7 @@ ControlMessage receive_control(int socket, std::chrono::milliseconds timeout) {
         throw StreamError("migration control: wrong magic (not a control message)");
     }
     if (kind < static_cast<std::uint16_t>(ControlKind::Ready) ||
-        kind > static_cast<std::uint16_t>(ControlKind::Error)) {
+        kind > static_cast<std::uint16_t>(ControlKind::Synced)) {
         throw StreamError("migration control: unknown message kind " + std::to_string(kind));
     }
     const bool carries_text = static_cast<ControlKind>(kind) == ControlKind::Error;

@@ -22,7 +22,11 @@ enum class Decision {
 
 // When pre-copy has done enough: the pages left, sent at the bandwidth the last
 // round measured, would keep the guest paused no longer than the downtime
-// limit. Pure: fed the rounds, it decides; tests feed it synthetic ones.
+// limit, and another round would not halve them (or they would take under a
+// millisecond). Stopping at the first round that fits, as QEMU does, pauses
+// the guest for up to the whole limit when a few more short rounds would
+// shrink the rest to almost nothing. Pure: fed the rounds, it decides; tests
+// feed it synthetic ones.
 class Convergence {
 public:
     Convergence(double downtime_limit_ms, std::uint32_t max_iterations)
@@ -36,6 +40,9 @@ public:
     double expected_downtime_ms() const noexcept { return expected_downtime_ms_; }
     // Why it gave up, in numbers a user can act on.
     std::string give_up_reason() const;
+
+    // A final copy expected to take less than this is not worth another round.
+    static constexpr double kNotWorthARoundMs = 1;
 
 private:
     double downtime_limit_ms_;

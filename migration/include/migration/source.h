@@ -9,7 +9,8 @@
 //             dirtied meanwhile; Convergence decides after each round
 //       Continue  -> next round
 //       GiveUp    -> failed (the guest never stopped)
-//       FinalCopy -> pause(); last dirty pages; State; End
+//       FinalCopy -> Sync, wait for SYNCED (the destination has caught up)
+//                    -> pause(); last dirty pages; State; End
 //                    wait for READY --(ERROR, EOF, timeout)--> resume(); failed
 //                    send GO (from here on the destination may run the guest:
 //                    no way back) -> hand_over() -> wait for RUNNING
@@ -20,7 +21,8 @@
 // Destination (destination.h):
 //
 //   accept -> header, Config, MemoryLayout (the caller builds the VM)
-//          -> Pages... State, End (the caller restores the state)
+//          -> Pages... (each Sync answered with SYNCED) State, End (the
+//             caller restores the state)
 //          -> send READY -> wait for GO --(EOF, anything else)--> exit non-zero
 //          -> run the guest -> send RUNNING
 //   any stream error: send ERROR with the reason, exit non-zero.
@@ -79,6 +81,26 @@ struct MigrationOptions {
 
 enum class MigrationState { None, Active, Completed, Failed, Cancelled };
 
+// One pre-copy round, as a benchmark plots it.
+struct RoundFigures {
+    std::uint64_t pages = 0;
+    std::uint64_t zero_pages = 0;
+    std::uint64_t bytes = 0;
+    double ms = 0;
+    // Written during the round: the next round's work.
+    std::uint64_t dirty_pages = 0;
+    double expected_downtime_ms = 0;
+};
+
+// Where the downtime went, in the order it is spent.
+struct DowntimeParts {
+    double pause_ms = 0;        // parking the vCPUs and draining disk I/O
+    double last_pages_ms = 0;   // collecting and sending the last dirty pages
+    double state_ms = 0;        // saving and sending the machine state
+    double destination_ms = 0;  // the destination restoring it, until READY
+    double switch_over_ms = 0;  // GO to RUNNING
+};
+
 struct MigrationStatus {
     MigrationState state = MigrationState::None;
     std::uint32_t iteration = 0;
@@ -90,12 +112,14 @@ struct MigrationStatus {
     double expected_downtime_ms = 0;
     std::optional<double> total_ms;
     std::optional<double> downtime_ms;
-    std::string error;  // when failed
+    std::optional<DowntimeParts> downtime_parts;
+    std::vector<RoundFigures> rounds;  // the pre-copy rounds, then the final one
+    std::string error;                 // when failed
 };
 
 // The reply to migrate-status: state, iteration, pages_sent, zero_pages, bytes,
-// dirty_rate_pages_per_s, bandwidth_mbps, expected_downtime_ms; total_ms and
-// downtime_ms once known; error when failed.
+// dirty_rate_pages_per_s, bandwidth_mbps, expected_downtime_ms, rounds; total_ms,
+// downtime_ms and downtime_parts_ms once known; error when failed.
 nlohmann::json to_json(const MigrationStatus& status);
 
 class Source {
@@ -119,7 +143,7 @@ private:
     void run();
     // The whole migration up to RUNNING; throws on failure or cancel.
     // `paused` is set once the guest may be paused, for run() to resume it.
-    void migrate_with(DirtyTracker& tracker, bool& paused, std::chrono::steady_clock::time_point& paused_at);
+    void migrate_with(DirtyTracker& tracker, bool& paused);
     void update(const std::function<void(MigrationStatus&)>& change);
     std::string destination_error(const std::string& fallback);
 

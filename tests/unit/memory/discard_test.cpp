@@ -164,4 +164,28 @@ TEST(GuestMemoryDiscard, MemoryWithoutAFileIsZeroedInPlace) {
     EXPECT_TRUE(memory.discarded(0x12000));
 }
 
+TEST(GuestMemoryHoles, AreThePagesTheMemfdHoldsNothingFor) {
+    auto memory = two_regions();
+    // Nothing written yet: every page is a hole.
+    EXPECT_EQ(set_pages(memory.hole_pages(0)).size(), 4 * kMiB / kPageSize);
+    EXPECT_EQ(set_pages(memory.hole_pages(1)).size(), 2 * kMiB / kPageSize);
+
+    // Whole 2 MiB pieces, so the answer is the same whether or not huge pages back the memfd.
+    fill(memory, 0, 4 * kMiB, 0x33);
+    memory.discard(2 * kMiB, 2 * kMiB);
+    const auto holes = set_pages(memory.hole_pages(0));
+    ASSERT_EQ(holes.size(), 2 * kMiB / kPageSize);
+    EXPECT_EQ(holes.front(), 2 * kMiB / kPageSize);
+    EXPECT_EQ(holes.back(), 4 * kMiB / kPageSize - 1);
+    // A byte written makes its page data, wherever it lands.
+    memory.write_object<std::uint8_t>(kHighRam + 5 * kPageSize + 9, 1);
+    EXPECT_THAT(set_pages(memory.hole_pages(1)), ::testing::Not(::testing::Contains(5u)));
+}
+
+TEST(GuestMemoryHoles, MemoryWithoutAFileReportsNone) {
+    std::vector<std::uint8_t> buffer(16 * kPageSize);
+    auto memory = GuestMemory::over({Region{0, buffer.size(), buffer.data()}});
+    EXPECT_TRUE(set_pages(memory.hole_pages(0)).empty());
+}
+
 }  // namespace

@@ -50,10 +50,30 @@ TEST(MigrationConvergence, DirtyingSlowerThanTheLinkConverges) {
     EXPECT_NEAR(convergence.dirty_rate_pages_per_s(), kBandwidth / kPage / 4, 100);
 }
 
+TEST(MigrationConvergence, KeepsGoingWhileARoundHalvesTheRest) {
+    // Each round sends a quarter of the one before: it fits the limit early,
+    // but goes on until the rest would take under a millisecond.
+    Convergence convergence(300, 30);
+    EXPECT_EQ(run(convergence, 1 << 19, kBandwidth / kPage / 4), Decision::FinalCopy);
+    EXPECT_LE(convergence.expected_downtime_ms(), Convergence::kNotWorthARoundMs);
+    // Out of rounds, it settles for what fits.
+    Convergence few(300, 3);
+    EXPECT_EQ(run(few, 1 << 19, kBandwidth / kPage / 4), Decision::FinalCopy);
+    EXPECT_EQ(few.iterations(), 3u);
+}
+
+TEST(MigrationConvergence, StopsAtTheFirstFitWhenARoundNoLongerHalvesTheRest) {
+    // Each round sends three quarters of the one before.
+    Convergence convergence(300, 30);
+    EXPECT_EQ(run(convergence, 1 << 19, kBandwidth / kPage * 3 / 4), Decision::FinalCopy);
+    EXPECT_LE(convergence.expected_downtime_ms(), 300);
+    EXPECT_GT(convergence.expected_downtime_ms(), 300 * 3 / 4);
+}
+
 TEST(MigrationConvergence, TighterDowntimeLimitTakesMoreRounds) {
     Convergence loose(300, 30), tight(5, 30);
-    ASSERT_EQ(run(loose, 1 << 19, kBandwidth / kPage / 4), Decision::FinalCopy);
-    ASSERT_EQ(run(tight, 1 << 19, kBandwidth / kPage / 4), Decision::FinalCopy);
+    ASSERT_EQ(run(loose, 1 << 19, kBandwidth / kPage * 3 / 4), Decision::FinalCopy);
+    ASSERT_EQ(run(tight, 1 << 19, kBandwidth / kPage * 3 / 4), Decision::FinalCopy);
     EXPECT_GT(tight.iterations(), loose.iterations());
     EXPECT_LE(tight.expected_downtime_ms(), 5);
 }

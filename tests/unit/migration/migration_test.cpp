@@ -189,6 +189,26 @@ TEST(Migration, OverTcpWhileTheGuestWrites) {
         EXPECT_TRUE(reply.contains(field)) << field;
     }
     EXPECT_FALSE(reply.contains("error"));
+
+    // Every round is on record, the final one last; together they sent every page.
+    ASSERT_EQ(status.rounds.size(), status.iteration);
+    std::uint64_t pages = 0;
+    for (const RoundFigures& round : status.rounds) {
+        pages += round.pages;
+    }
+    EXPECT_EQ(pages, status.pages_sent);
+    EXPECT_EQ(status.rounds.front().pages, 9 * kMiB / kPageSize);
+    ASSERT_EQ(reply["rounds"].size(), status.rounds.size());
+    EXPECT_EQ(reply["rounds"][0]["pages"], status.rounds.front().pages);
+    // The downtime is the sum of its parts.
+    ASSERT_TRUE(status.downtime_parts);
+    const DowntimeParts& parts = *status.downtime_parts;
+    EXPECT_NEAR(
+        parts.pause_ms + parts.last_pages_ms + parts.state_ms + parts.destination_ms + parts.switch_over_ms,
+        *status.downtime_ms, 0.01);
+    for (const char* part : {"pause", "last_pages", "state", "destination", "switch_over"}) {
+        EXPECT_TRUE(reply["downtime_parts_ms"].contains(part)) << part;
+    }
 }
 
 // Runs a migration against `destination` (given the far end of a socket

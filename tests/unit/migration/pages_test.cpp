@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <thread>
@@ -113,6 +114,34 @@ TEST(MigrationPages, DiscardedPagesAreSentAsZeroWithoutBeingRead) {
     const PageCounts counts = transfer(source.memory, pages, destination.memory);
     EXPECT_EQ(counts.zero_pages, kLowPages + kHighPages);
     EXPECT_EQ(destination.low[7 * kPageSize], 0);
+}
+
+// Bytes a memfd holds in memory (st_blocks counts 512-byte units).
+std::uint64_t allocated_bytes(const GuestMemory& memory) {
+    struct stat status {};
+    EXPECT_EQ(::fstat(memory.fd(), &status), 0);
+    return static_cast<std::uint64_t>(status.st_blocks) * 512;
+}
+
+TEST(MigrationPages, AFirstRoundLeavesTheSourcesUntouchedMemoryUnallocated) {
+    constexpr std::uint64_t kMiB = 1 << 20;
+    const vim::vmm::memory::RegionLayout layout[] = {{0, 64 * kMiB}};
+    GuestMemory source = GuestMemory::allocate(layout);
+    GuestMemory destination = GuestMemory::allocate(layout);
+    // 2 MiB written, whole huge pages or not, and 62 MiB never touched.
+    std::vector<std::uint8_t> data(2 * kMiB);
+    for (std::size_t i = 0; i < data.size(); ++i) {
+        data[i] = static_cast<std::uint8_t>(i * 13 + 5);
+    }
+    std::memcpy(source.write_span(8 * kMiB, data.size()).data(), data.data(), data.size());
+    const std::uint64_t allocated = allocated_bytes(source);
+
+    const PageCounts counts = transfer(source, all_pages(source), destination);
+    EXPECT_EQ(counts.pages, 64 * kMiB / kPageSize);
+    EXPECT_EQ(counts.zero_pages, 62 * kMiB / kPageSize);
+    EXPECT_EQ(allocated_bytes(source), allocated);
+    EXPECT_EQ(std::memcmp(destination.read_span(8 * kMiB, data.size()).data(), data.data(), data.size()), 0);
+    EXPECT_LE(allocated_bytes(destination), 2 * allocated);
 }
 
 TEST(MigrationPages, ZeroPageClearsAPageReceivedBefore) {

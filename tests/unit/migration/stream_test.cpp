@@ -73,7 +73,7 @@ TEST(MigrationStream, RoundTrip) { EXPECT_NO_THROW(read_small_stream(small_strea
 TEST(MigrationStream, HeaderIsLittleEndianMagicAndVersion) {
     const auto bytes = small_stream();
     EXPECT_EQ(std::string(bytes.begin(), bytes.begin() + 8), "VIMMIGRT");
-    EXPECT_EQ(bytes[8], 1);
+    EXPECT_EQ(bytes[8], 2);
     EXPECT_EQ(bytes[9] | bytes[10] | bytes[11] | bytes[12] | bytes[13] | bytes[14] | bytes[15], 0);
     EXPECT_EQ(bytes[16], static_cast<std::uint8_t>(SectionType::Config));
 }
@@ -86,9 +86,9 @@ TEST(MigrationStream, WrongMagicRejected) {
 
 TEST(MigrationStream, WrongVersionRejected) {
     auto bytes = small_stream();
-    bytes[8] = 2;
+    bytes[8] = 1;  // XXH3 checksums, before XXH64
     EXPECT_EQ(error_of(bytes),
-              "migration stream: header: version 2 is not supported (this side reads version 1)");
+              "migration stream: header: version 1 is not supported (this side reads version 2)");
 }
 
 TEST(MigrationStream, UnknownSectionTypeRejected) {

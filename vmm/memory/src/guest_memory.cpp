@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -271,6 +272,38 @@ std::vector<std::uint64_t> GuestMemory::discarded_pages(std::size_t index) const
         pages[word] = discarded_[index][word].load(std::memory_order_relaxed);
     }
     return pages;
+}
+
+std::vector<std::uint64_t> GuestMemory::hole_pages(std::size_t index) const {
+    const Region& region = regions_.at(index);
+    const std::uint64_t pages = region.size / kPageSize;
+    std::vector<std::uint64_t> holes(bitmap_words(region.size));
+    if (!fd_) {
+        return holes;
+    }
+    auto mark = [&](std::uint64_t first, std::uint64_t end) {
+        for (std::uint64_t page = first; page < end; ++page) {
+            holes[page / 64] |= std::uint64_t{1} << (page % 64);
+        }
+    };
+    const std::uint64_t region_end = region.file_offset + region.size;
+    std::uint64_t offset = region.file_offset;
+    while (offset < region_end) {
+        const off_t data = ::lseek(fd_.get(), static_cast<off_t>(offset), SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+            break;  // no data from here to the end of the file
+        }
+        const off_t hole = data < 0 ? -1 : ::lseek(fd_.get(), data, SEEK_HOLE);
+        if (hole < 0) {
+            sys::throw_errno("find the data in guest RAM");
+        }
+        const auto data_start = std::min(static_cast<std::uint64_t>(data), region_end);
+        mark((offset - region.file_offset) / kPageSize, (data_start - region.file_offset) / kPageSize);
+        // A page holding any data is not a hole.
+        offset = std::min((static_cast<std::uint64_t>(hole) + kPageSize - 1) & ~(kPageSize - 1), region_end);
+    }
+    mark((offset - region.file_offset) / kPageSize, pages);
+    return holes;
 }
 
 void GuestMemory::clear_discarded(std::size_t index, std::span<const std::uint64_t> pages) {

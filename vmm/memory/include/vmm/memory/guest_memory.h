@@ -124,6 +124,13 @@ public:
     // discarded_pages(), so a page written after its discard is read and sent.
     void clear_discarded(std::size_t index, std::span<const std::uint64_t> pages);
 
+    // The pages of region `index` that the memfd holds nothing for (never
+    // written, or discarded), one bit per page as take_dirty_pages() lays
+    // them out: they read as zero, and reading one would allocate it. What
+    // the kernel says now, not a record: a page may fill the moment after.
+    // None for memory without a memfd.
+    std::vector<std::uint64_t> hole_pages(std::size_t index) const;
+
     // Whether the host's transparent huge pages can back shared memory (its
     // /sys/kernel/mm/transparent_hugepage/shmem_enabled is not never/deny).
     static bool huge_pages_possible();
