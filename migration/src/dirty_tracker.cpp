@@ -67,7 +67,9 @@ std::vector<RegionPages> DirtyTracker::collect() {
         memory_.clear_discarded(index, guest_written);
         RegionPages region{memory_.take_dirty_pages(index), memory_.discarded_pages(index)};
         for (std::size_t word = 0; word < region.dirty.size(); ++word) {
-            written_by_vmm_[index][word] |= region.dirty[word];
+            // Not the pages only discarded since: a discard marks its pages
+            // once the hole is punched, so none is collected half done.
+            written_by_vmm_[index][word] |= region.dirty[word] & ~region.discarded[word];
             if (word < guest_written.size()) {
                 region.dirty[word] |= guest_written[word];
             }

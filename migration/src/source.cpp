@@ -9,6 +9,7 @@
 #include "migration/dirty_tracker.h"
 #include "migration/pages.h"
 #include "migration/stream.h"
+#include "migration/transport.h"
 
 namespace vim::migration {
 namespace {
@@ -85,6 +86,9 @@ nlohmann::json to_json(const MigrationStatus& status) {
 Source::Source(SourceMachine& machine, vmm::sys::Fd socket, MigrationOptions options)
     : machine_(machine), socket_(std::move(socket)), options_(options) {}
 
+Source::Source(SourceMachine& machine, std::string uri, MigrationOptions options)
+    : machine_(machine), uri_(std::move(uri)), options_(options) {}
+
 Source::~Source() {
     cancel();
     wait();
@@ -101,8 +105,11 @@ bool Source::cancel() {
         return false;
     }
     cancelled_ = true;
-    // Wakes the thread from any send or receive it is blocked in.
-    ::shutdown(socket_.get(), SHUT_RDWR);
+    // Wakes the thread from any send or receive it is blocked in (a connect
+    // under way ends on its own, and the thread then sees cancelled_).
+    if (socket_) {
+        ::shutdown(socket_.get(), SHUT_RDWR);
+    }
     return true;
 }
 
@@ -155,11 +162,13 @@ void Source::run() {
             });
             return;
         }
-        if (state == MigrationState::Failed) {
+        if (state == MigrationState::Failed && socket_) {
             error = destination_error(error);
         }
         // The destination sees the stream end, and discards what it has.
-        ::shutdown(socket_.get(), SHUT_RDWR);
+        if (socket_) {
+            ::shutdown(socket_.get(), SHUT_RDWR);
+        }
         try {
             tracker.stop();
             if (paused) {
@@ -182,6 +191,14 @@ void Source::run() {
 }
 
 void Source::migrate_with(DirtyTracker& tracker, bool& paused) {
+    if (!socket_) {
+        vmm::sys::Fd connected = connect_tcp(uri_);
+        std::lock_guard lock(mutex_);
+        if (cancelled_) {
+            throw Cancelled{};
+        }
+        socket_ = std::move(connected);
+    }
     vmm::memory::GuestMemory& memory = machine_.memory();
     StreamWriter writer(socket_.get());
     writer.write_header();

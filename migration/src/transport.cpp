@@ -94,6 +94,8 @@ vmm::sys::Fd first_usable(const AddressList& addresses, const std::string& what,
 
 }  // namespace
 
+void check_tcp_uri(std::string_view uri) { (void)parse(uri); }
+
 vmm::sys::Fd connect_tcp(std::string_view uri) {
     const Endpoint endpoint = parse(uri);
     return first_usable(resolve(uri, endpoint, false), "connect to " + std::string(uri),

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,18 +19,6 @@ using namespace vim::testing;
 using nlohmann::json;
 
 constexpr std::int64_t kMiB = 1 << 20;
-
-// The resident memory of process `pid` (guest RAM included: it is shared
-// memory the process maps), in bytes.
-std::int64_t resident_bytes(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(status, line);) {
-        if (line.rfind("VmRSS:", 0) == 0) {
-            return std::stoll(line.substr(6)) * 1024;
-        }
-    }
-    return -1;
-}
 
 class VmmBalloon : public VmmBoot {
 protected:
@@ -62,13 +49,13 @@ TEST_F(VmmBalloon, InflatingReturnsMemoryToTheHostAndDeflatingLetsTheGuestUseItA
     const std::string touch_free_memory =
         "memtouch $(( $(awk '/^MemFree:/ { print $2 }' /proc/meminfo) / 1024 - 32 ))";
     ASSERT_EQ(run_in_guest(*guest, touch_free_memory).status, 0) << guest->console();
-    const std::int64_t touched = resident_bytes(guest->pid());
+    const std::int64_t touched = guest->resident_bytes();
 
     json reply = command(*guest, "balloon", {{"size_mib", 128}});
     ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
     ASSERT_TRUE(eventually([&] { return balloon_stats(*guest)["actual_mib"] == 128; }, 60s))
         << balloon_stats(*guest).dump();
-    const std::int64_t inflated = resident_bytes(guest->pid());
+    const std::int64_t inflated = guest->resident_bytes();
     EXPECT_GE(touched - inflated, 110 * kMiB)
         << "resident " << touched / kMiB << " -> " << inflated / kMiB << " MiB";
     EXPECT_LE(touched - inflated, 140 * kMiB)
@@ -79,7 +66,7 @@ TEST_F(VmmBalloon, InflatingReturnsMemoryToTheHostAndDeflatingLetsTheGuestUseItA
     ASSERT_TRUE(eventually([&] { return balloon_stats(*guest)["actual_mib"] == 0; }, 60s))
         << balloon_stats(*guest).dump();
     ASSERT_EQ(run_in_guest(*guest, touch_free_memory).status, 0) << guest->console();
-    EXPECT_GE(resident_bytes(guest->pid()) - inflated, 100 * kMiB) << "the guest did not get its memory back";
+    EXPECT_GE(guest->resident_bytes() - inflated, 100 * kMiB) << "the guest did not get its memory back";
 }
 
 // With free page reporting (the default) the host gets back what the guest
@@ -89,11 +76,11 @@ TEST_F(VmmBalloon, MemoryTheGuestFreesReturnsToTheHostWithoutACommand) {
     ASSERT_FALSE(HasFailure());
     guest->type("memtouch 200 hold &\n");
     ASSERT_TRUE(guest->wait_for_line("memtouch: touched 200 MiB", 120s)) << guest->console();
-    const std::int64_t holding = resident_bytes(guest->pid());
+    const std::int64_t holding = guest->resident_bytes();
 
     ASSERT_EQ(run_in_guest(*guest, "killall memtouch").status, 0) << guest->console();
-    EXPECT_TRUE(eventually([&] { return holding - resident_bytes(guest->pid()) >= 150 * kMiB; }, 30s))
-        << "resident " << holding / kMiB << " -> " << resident_bytes(guest->pid()) / kMiB << " MiB";
+    EXPECT_TRUE(eventually([&] { return holding - guest->resident_bytes() >= 150 * kMiB; }, 30s))
+        << "resident " << holding / kMiB << " -> " << guest->resident_bytes() / kMiB << " MiB";
     EXPECT_GE(balloon_stats(*guest)["reported_bytes"].get<std::int64_t>(), 150 * kMiB)
         << balloon_stats(*guest).dump();
 }

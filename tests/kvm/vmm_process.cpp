@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -185,6 +186,16 @@ std::optional<int> VmmProcess::wait_exit(std::chrono::milliseconds timeout) {
     while (pump(std::chrono::milliseconds(0)) && (stdout_ || stderr_)) {
     }
     return exit_code_;
+}
+
+std::int64_t VmmProcess::resident_bytes() const {
+    std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmRSS:", 0) == 0) {
+            return std::stoll(line.substr(6)) * 1024;
+        }
+    }
+    return -1;
 }
 
 }  // namespace vim::testing

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,9 @@ public:
     void type(const std::string& text);
 
     pid_t pid() const { return pid_; }
+    // The process's resident memory in bytes (guest RAM included: it is
+    // memory the process maps), from /proc; -1 once it is gone.
+    std::int64_t resident_bytes() const;
     const std::string& console() const { return console_; }
     const std::string& errors() const { return errors_; }
 

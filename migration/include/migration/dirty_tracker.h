@@ -30,10 +30,10 @@ public:
     // a large guest a piece at a time.
     std::vector<RegionPages> collect();
     // As collect(), for the last round, with the guest paused and its I/O
-    // drained: adds every page the VMM wrote since start(). GuestMemory marks
-    // a page before the VMM writes it (write_span(), then the copy or the
-    // I/O), so a page collected between the two was sent with its old bytes,
-    // and nothing marks it again.
+    // drained: adds every page the VMM wrote since start() (discards aside).
+    // GuestMemory marks a page before the VMM writes it (write_span(), then
+    // the copy or the I/O), so a page collected between the two was sent
+    // with its old bytes, and nothing marks it again.
     std::vector<RegionPages> collect_final();
     // Turns logging off; does nothing when it is off.
     void stop();

@@ -124,7 +124,12 @@ nlohmann::json to_json(const MigrationStatus& status);
 
 class Source {
 public:
+    // Migrates over `socket`, already connected.
     Source(SourceMachine& machine, vmm::sys::Fd socket, MigrationOptions options);
+    // Connects to `uri` (tcp:HOST:PORT) first, on the migration's thread: a
+    // destination slow to answer delays the migration, not the caller; one
+    // that refuses fails it, with the reason in status().
+    Source(SourceMachine& machine, std::string uri, MigrationOptions options);
     Source(const Source&) = delete;
     Source& operator=(const Source&) = delete;
     // Cancels a migration still running and waits for its thread.
@@ -148,7 +153,8 @@ private:
     std::string destination_error(const std::string& fallback);
 
     SourceMachine& machine_;
-    vmm::sys::Fd socket_;
+    std::string uri_;      // to connect to, when there is no socket yet
+    vmm::sys::Fd socket_;  // set before the thread starts, or by it under mutex_
     MigrationOptions options_;
     std::thread thread_;
 

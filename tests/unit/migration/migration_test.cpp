@@ -163,7 +163,7 @@ TEST(Migration, OverTcpWhileTheGuestWrites) {
     Incoming incoming;
     std::thread destination([&] { incoming = receive(accept_one(listener)); });
 
-    Source source(machine, connect_tcp(uri), {.downtime_limit_ms = 50});
+    Source source(machine, uri, {.downtime_limit_ms = 50});
     source.start();
     source.wait();
     destination.join();
@@ -222,6 +222,20 @@ MigrationStatus migrate_to(FakeMachine& machine, Destination destination, Migrat
     source.wait();
     peer.join();
     return source.status();
+}
+
+TEST(Migration, NobodyListeningFailsSayingWhere) {
+    FakeMachine machine;
+    const std::string uri = [] {
+        Fd listener = listen_tcp("tcp:127.0.0.1:0");
+        return "tcp:127.0.0.1:" + std::to_string(local_port(listener));
+    }();  // closed again: nobody listens there
+    Source source(machine, uri, {});
+    source.start();
+    source.wait();
+    EXPECT_EQ(source.status().state, MigrationState::Failed);
+    EXPECT_THAT(source.status().error, HasSubstr("connect to " + uri));
+    EXPECT_THAT(machine.events(), ElementsAre());
 }
 
 TEST(Migration, DestinationClosingMidStreamFailsAndTheGuestRuns) {
@@ -371,6 +385,9 @@ TEST(MigrationTransport, BadUrisRejectedClearly) {
     EXPECT_THROW(connect_tcp("tcp:[::1:80"), std::invalid_argument);
     EXPECT_THROW(connect_tcp("tcp:host:70000"), std::invalid_argument);
     EXPECT_THROW(connect_tcp("tcp::80"), std::invalid_argument);
+    // The same checks, without connecting.
+    EXPECT_THROW(check_tcp_uri("tcp:host:70000"), std::invalid_argument);
+    EXPECT_NO_THROW(check_tcp_uri("tcp:127.0.0.1:1"));
     Fd listener = listen_tcp("tcp:[::1]:0");
     EXPECT_TRUE(connect_tcp("tcp:[::1]:" + std::to_string(local_port(listener))).valid());
 }

@@ -110,17 +110,17 @@ json MigrationCommands::migrate(const json& request) {
         throw control::CommandError("max_iterations must be a positive integer");
     }
     options.max_iterations = static_cast<std::uint32_t>(iterations);
-    vmm::sys::Fd socket;
     try {
-        socket = migration::connect_tcp(uri->get<std::string>());
+        migration::check_tcp_uri(uri->get<std::string>());
     } catch (const std::exception& error) {
         throw control::CommandError(error.what());
     }
     if (migration_) {
         migration_->wait();
     }
+    // It connects on its own thread: this one runs the devices.
     migration::SourceMachine& machine = *this;
-    migration_ = std::make_unique<migration::Source>(machine, std::move(socket), options);
+    migration_ = std::make_unique<migration::Source>(machine, uri->get<std::string>(), options);
     migration_->start();
     return migration::to_json(migration_->status());
 }
