@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "block_device_fixture.h"
 #include "block_test_support.h"
 #include "request_bytes.h"
 #include "vim/testing/guest_ram.h"
@@ -46,6 +47,7 @@ using ::testing::ThrowsMessage;
 using ::testing::UnorderedElementsAre;
 using ::testing::Each;
 using ::testing::Not;
+using testing::engine_name;
 using testing::header_bytes;
 using testing::io_uring_unavailable;
 using testing::pattern;
@@ -139,28 +141,16 @@ struct Offered {
     DriverBuffer status;
 };
 
-class BlockDeviceTest : public ::testing::TestWithParam<std::string> {
+class BlockDeviceTest : public testing::BlockDeviceFixture {
 protected:
-    static constexpr std::uint16_t kSize = BlockDevice::kQueueSize;
-    static constexpr memory::GuestAddress kRam = 0x100000;
-    static constexpr std::uint64_t kRamSize = 8 << 20;
-    static constexpr memory::GuestAddress kData = kRam + 0x4000;  // after the rings
     static constexpr memory::GuestAddress kOutsideRam = 0x40000000;
     static constexpr std::uint64_t kDiskSize = 1 << 20;
     static constexpr std::uint64_t kCapacity = kDiskSize / kSectorSize;
 
     void SetUp() override {
-        if (GetParam() == "io_uring") {
-            if (const auto reason = io_uring_unavailable()) {
-                GTEST_SKIP() << *reason;
-            }
-        }
-        write_file(disk_path, pattern(kDiskSize));
-    }
-
-    void TearDown() override {
-        if (device) {
-            device->reset();
+        BlockDeviceFixture::SetUp();
+        if (!IsSkipped()) {
+            write_file(disk_path, pattern(kDiskSize));
         }
     }
 
@@ -180,12 +170,6 @@ protected:
     void make_device_on(const std::string& path, DiskOptions options = {},
                         const std::string& serial = "test-disk") {
         device = std::make_unique<BlockDevice>(DiskImage::open(path, options), serial, 1, engine_factory());
-    }
-
-    void activate() {
-        driver.configure(queue());
-        device->activate(
-            Activation{ram.memory(), loop, device->device_features(), queues, notification_fds, interrupt});
     }
 
     void start_device(DiskOptions options = {}) {
@@ -262,18 +246,7 @@ protected:
 
     std::uint64_t stat(const char* name) const { return device->stats()[name].get<std::uint64_t>(); }
 
-    TempDir directory;
-    const std::string disk_path = directory.path("disk.raw");
-    vim::testing::GuestRam ram{kRam, kRamSize};
-    VirtqueueDriver driver{ram.memory(), kSize, vim::testing::RingLayout::packed(kRam, kSize), kData,
-                           kRam + kRamSize - kData};
-    std::array<Queue, 1> queues{Queue{"virtio-blk0 queue 0", kSize}};
-    sys::EventFd notification{"virtio-blk test notification"};
-    std::array<int, 1> notification_fds{notification.get()};
-    sys::EventLoop loop;
-    RecordingInterrupt interrupt;
     EngineHooks hooks;
-    std::unique_ptr<BlockDevice> device;
 };
 
 TEST_P(BlockDeviceTest, WritesThenReadsBackThroughSeveralBuffers) {
@@ -755,10 +728,6 @@ TEST_P(BlockDeviceTest, ABrokenQueueAsksForAResetAndIsNotTouchedAgain) {
     EXPECT_EQ(driver.used_idx(), 0);
     EXPECT_EQ(status_of(later), VirtqueueDriver::kUnwrittenByte);
     EXPECT_TRUE(interrupt.used_buffers_queues.empty());
-}
-
-std::string engine_name(const ::testing::TestParamInfo<std::string>& info) {
-    return info.param == "io_uring" ? "IoUring" : "Sync";
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BlockDeviceTest, ::testing::Values("io_uring", "sync"), engine_name);

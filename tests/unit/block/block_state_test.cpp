@@ -11,15 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "block_device_fixture.h"
 #include "block_test_support.h"
 #include "request_bytes.h"
-#include "vim/testing/guest_ram.h"
 #include "vim/testing/loop_steps.h"
-#include "vim/testing/recording_interrupt.h"
-#include "vim/testing/temp_dir.h"
 #include "vim/testing/virtio_driver.h"
-#include "vmm/sys/event_fd.h"
-#include "vmm/sys/event_loop.h"
 #include "vmm/virtio/block/block_device.h"
 #include "vmm/virtio/block/io_uring_engine.h"
 #include "vmm/virtio/block/sync_engine.h"
@@ -28,27 +24,20 @@ namespace vim::vmm::virtio::block {
 namespace {
 
 using testing::header_bytes;
-using testing::io_uring_unavailable;
 using testing::pattern;
 using testing::write_file;
 using vim::testing::DriverBuffer;
-using vim::testing::VirtqueueDriver;
 
-constexpr std::uint16_t kSize = BlockDevice::kQueueSize;
-constexpr memory::GuestAddress kRam = 0x100000;
-constexpr std::uint64_t kRamSize = 8 << 20;
-constexpr memory::GuestAddress kData = kRam + 0x4000;
 constexpr std::uint64_t kDiskSize = 4 << 20;
 constexpr std::uint32_t kReadLength = 64 << 10;
 constexpr int kRequests = 24;
 
-class BlockQuiesceTest : public ::testing::TestWithParam<std::string> {
+class BlockQuiesceTest : public testing::BlockDeviceFixture {
 protected:
     void SetUp() override {
-        if (GetParam() == "io_uring") {
-            if (const auto reason = io_uring_unavailable()) {
-                GTEST_SKIP() << *reason;
-            }
+        BlockDeviceFixture::SetUp();
+        if (IsSkipped()) {
+            return;
         }
         write_file(disk_path, pattern(kDiskSize));
         device = std::make_unique<BlockDevice>(
@@ -57,27 +46,8 @@ protected:
                     GetParam() == "io_uring" ? make_io_uring_engine(fd, depth) : make_sync_engine(fd, depth),
                     {}};
             });
-        driver.configure(queues[0]);
-        device->activate(
-            Activation{ram.memory(), loop, device->device_features(), queues, notification_fds, interrupt});
+        activate();
     }
-    void TearDown() override {
-        if (device) {
-            device->reset();
-        }
-    }
-
-    vim::testing::TempDir directory;
-    const std::string disk_path = directory.path("disk.raw");
-    vim::testing::GuestRam ram{kRam, kRamSize};
-    VirtqueueDriver driver{ram.memory(), kSize, vim::testing::RingLayout::packed(kRam, kSize), kData,
-                           kRam + kRamSize - kData};
-    std::array<Queue, 1> queues{Queue{"virtio-blk0 queue 0", kSize}};
-    sys::EventFd notification{"virtio-blk test notification"};
-    std::array<int, 1> notification_fds{notification.get()};
-    sys::EventLoop loop;
-    vim::testing::RecordingInterrupt interrupt;
-    std::unique_ptr<BlockDevice> device;
 };
 
 TEST_P(BlockQuiesceTest, EveryRequestInFlightIsOnTheUsedRingAfterQuiesce) {
@@ -134,9 +104,7 @@ TEST_P(BlockQuiesceTest, QuiesceWithNothingInFlightChangesNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BlockQuiesceTest, ::testing::Values("io_uring", "sync"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                             return info.param == "io_uring" ? "IoUring" : "Sync";
-                         });
+                         testing::engine_name);
 
 }  // namespace
 }  // namespace vim::vmm::virtio::block
