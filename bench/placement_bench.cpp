@@ -89,7 +89,7 @@ Site& site() {
         site->db = site->directory / "vimd.db";
         auto started = std::chrono::steady_clock::now();
         store::SqliteStore::Options bulk;
-        bulk.durable = false;
+        bulk.durability = store::SqliteStore::Durability::none;
         store::SqliteStore store(site->db, bulk);
         std::mt19937 random(42);
         scheduler::ClusterView view;
@@ -203,10 +203,10 @@ struct Committing {
     std::unique_ptr<store::SqliteStore> store;
     std::unique_ptr<scheduler::Placement> placement;
 
-    explicit Committing(bool durable) {
+    explicit Committing(store::SqliteStore::Durability durability) {
         Site& cluster = site();
         store::SqliteStore::Options options;
-        options.durable = durable;
+        options.durability = durability;
         store = std::make_unique<store::SqliteStore>(cluster.db, options);
         scheduler::Config config;
         // The fixture's heartbeats are from when it was built; keep those hosts fresh for the whole run.
@@ -235,14 +235,14 @@ void place_and_commit(benchmark::State& state, Committing& committing) {
 
 // Durable: synchronous=FULL, each acknowledged claim survives kill -9 and power loss.
 void BM_PlaceAndCommit(benchmark::State& state) {
-    static Committing durable(true);
+    static Committing durable(store::SqliteStore::Durability::power_loss);
     place_and_commit(state, durable);
 }
 BENCHMARK(BM_PlaceAndCommit)->Threads(1)->Threads(16)->Threads(64)->Threads(256)->UseRealTime();
 
 // The same without fsync, for what the disk's flushes cost above (not a way to run vimd).
 void BM_PlaceAndCommitWithoutFsync(benchmark::State& state) {
-    static Committing volatile_store(false);
+    static Committing volatile_store(store::SqliteStore::Durability::none);
     place_and_commit(state, volatile_store);
 }
 BENCHMARK(BM_PlaceAndCommitWithoutFsync)->Threads(256)->UseRealTime();

@@ -187,6 +187,31 @@ TEST_F(VimdVms, SixtyFourRacingCreatesNeverOverbookTheLastSlots) {
     EXPECT_EQ(http.get("/v1/vms?limit=1000").json()["items"].size(), 16u);
 }
 
+// The controller keeps its connection to an agent: calls one after another come on one connection.
+TEST_F(VimdVms, CallsToAnAgentShareAKeptConnection) {
+    add_host("h1", agent);
+    EXPECT_EQ(create(vm_request("web-1", "debian"))["state"], "succeeded");
+    EXPECT_EQ(act("/v1/vms/web-1/stop")["state"], "succeeded");
+    EXPECT_EQ(act("/v1/vms/web-1/start")["state"], "succeeded");
+    std::set<int> ports;
+    for (const auto& call : agent.calls()) {
+        ports.insert(call.remote_port);
+    }
+    EXPECT_EQ(ports.size(), 1u);
+}
+
+// An agent that closed the kept connection (its idle timeout, a restart) costs the next call nothing.
+TEST_F(VimdVms, AKeptConnectionTheAgentClosedIsReplaced) {
+    agent.close_idle_connections_after(std::chrono::seconds(1));
+    add_host("h1", agent);
+    EXPECT_EQ(create(vm_request("web-1", "debian"))["state"], "succeeded");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_EQ(act("/v1/vms/web-1/stop")["state"], "succeeded");
+    const auto calls = agent.calls();
+    ASSERT_EQ(calls.size(), 2u);
+    EXPECT_NE(calls[0].remote_port, calls[1].remote_port);
+}
+
 TEST_F(VimdVms, AnOperationWhoseAgentNeverAnswersFailsOnTime) {
     add_host("h1", agent);
     agent.set_behaviour("/agent/v1/vms", {.mode = AgentDouble::Mode::never_answer});

@@ -90,10 +90,10 @@ Page<Operation> SqliteStore::list_operations(const OperationFilter& filter, cons
     });
 }
 
-Operation SqliteStore::update_operation(const std::string& id,
-                                        const std::function<void(Operation&)>& change) {
-    return impl_->update<Operation>(
-        id, change,
+Operation change_operation(Connection& connection, const std::string& id,
+                           const std::function<void(Operation&)>& change) {
+    return change_record<Operation>(
+        connection, id, change,
         [&](Connection& connection, const std::string& key) {
             auto operation =
                 select_one<Operation>(connection, "operations", kOperationColumns, "id", key, read_operation);
@@ -114,6 +114,21 @@ Operation SqliteStore::update_operation(const std::string& id,
         [&](Connection& connection, const Operation& operation) {
             write_operation(connection, operation, false);
         });
+}
+
+Operation SqliteStore::update_operation(const std::string& id,
+                                        const std::function<void(Operation&)>& change) {
+    return impl_->write([&](Connection& connection) { return change_operation(connection, id, change); });
+}
+
+Operation SqliteStore::update_operation_and_target_vm(const std::string& id,
+                                                      const std::function<void(Operation&)>& change,
+                                                      const std::function<void(Vm&)>& target_vm_change) {
+    return impl_->write([&](Connection& connection) {
+        auto operation = change_operation(connection, id, change);
+        change_vm(connection, operation.target_id, target_vm_change);
+        return operation;
+    });
 }
 
 // --- idempotency ------------------------------------------------------------------------------------------

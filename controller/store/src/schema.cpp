@@ -2,6 +2,8 @@
 
 #include <array>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "controller/store/errors.h"
 
@@ -12,7 +14,7 @@ namespace {
 // Migration N (counting from 1) takes a file from version N-1 to N. Released ones never change: an old
 // file is brought forward by replaying the ones it lacks. Empty references are NULL so that foreign keys
 // check the others; the integer `seq` orders records by creation and carries page tokens.
-constexpr std::array<const char*, 3> kMigrations{
+constexpr std::array<const char*, 2> kTablesAndMigrationHost{
     R"sql(
 CREATE TABLE hosts (
     seq INTEGER PRIMARY KEY,
@@ -125,9 +127,44 @@ ALTER TABLE vms ADD COLUMN migration_numa_node INTEGER NOT NULL DEFAULT -1;
 CREATE INDEX vms_by_migration_host ON vms(migration_host_id, migration_numa_node, vcpus, memory_mib, disk_gib)
     WHERE migration_host_id IS NOT NULL;
 )sql",
-    // What the VMs on each host (and NUMA node) hold, kept by triggers: a claim's check reads one row per
-    // node instead of summing every VM of the host, which costs as much as the host is dense.
-    R"sql(
+};
+
+// A VM row's resources counted on the host (and NUMA node) that its columns {host} and {node} name: added
+// for the NEW row, taken away for the OLD one.
+constexpr const char* kAddUsage = R"sql(
+    INSERT INTO host_usage SELECT NEW.{host}, NEW.{node}, NEW.vcpus, NEW.memory_mib, NEW.disk_gib
+        WHERE NEW.{host} IS NOT NULL
+        ON CONFLICT DO UPDATE SET vcpus = vcpus + excluded.vcpus, memory_mib = memory_mib + excluded.memory_mib,
+            disk_gib = disk_gib + excluded.disk_gib;)sql";
+constexpr const char* kRemoveUsage = R"sql(
+    UPDATE host_usage SET vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib,
+        disk_gib = disk_gib - OLD.disk_gib WHERE host_id = OLD.{host} AND numa_node = OLD.{node};)sql";
+
+void replace_all(std::string& text, std::string_view placeholder, std::string_view value) {
+    for (auto at = text.find(placeholder); at != std::string::npos;
+         at = text.find(placeholder, at + value.size())) {
+        text.replace(at, placeholder.size(), value);
+    }
+}
+
+// A VM holds its resources on its host and, while it migrates, on the target too.
+std::string on_host_and_migration_target(std::string_view usage) {
+    const auto on = [&](std::string_view host, std::string_view node) {
+        std::string sql(usage);
+        replace_all(sql, "{host}", host);
+        replace_all(sql, "{node}", node);
+        return sql;
+    };
+    return on("host_id", "numa_node") + on("migration_host_id", "migration_numa_node");
+}
+
+// What the VMs on each host (and NUMA node) hold, kept by triggers: a claim's check reads one row per node
+// instead of summing every VM of the host, which costs as much as the host is dense. A move (the update
+// trigger) is the delete's subtraction followed by the insert's addition.
+std::string host_usage_migration() {
+    const std::string added = on_host_and_migration_target(kAddUsage);
+    const std::string removed = on_host_and_migration_target(kRemoveUsage);
+    return R"sql(
 CREATE TABLE host_usage (
     host_id TEXT NOT NULL,
     numa_node INTEGER NOT NULL,
@@ -143,48 +180,31 @@ INSERT INTO host_usage (host_id, numa_node, vcpus, memory_mib, disk_gib)
         SELECT migration_host_id, migration_numa_node, vcpus, memory_mib, disk_gib FROM vms
             WHERE migration_host_id IS NOT NULL)
     GROUP BY host_id, numa_node;
-CREATE TRIGGER vms_usage_insert AFTER INSERT ON vms BEGIN
-    INSERT INTO host_usage SELECT NEW.host_id, NEW.numa_node, NEW.vcpus, NEW.memory_mib, NEW.disk_gib
-        WHERE NEW.host_id IS NOT NULL
-        ON CONFLICT DO UPDATE SET vcpus = vcpus + excluded.vcpus, memory_mib = memory_mib + excluded.memory_mib,
-            disk_gib = disk_gib + excluded.disk_gib;
-    INSERT INTO host_usage SELECT NEW.migration_host_id, NEW.migration_numa_node, NEW.vcpus, NEW.memory_mib,
-            NEW.disk_gib
-        WHERE NEW.migration_host_id IS NOT NULL
-        ON CONFLICT DO UPDATE SET vcpus = vcpus + excluded.vcpus, memory_mib = memory_mib + excluded.memory_mib,
-            disk_gib = disk_gib + excluded.disk_gib;
+CREATE TRIGGER vms_usage_insert AFTER INSERT ON vms BEGIN)sql" +
+           added + R"sql(
 END;
-CREATE TRIGGER vms_usage_delete AFTER DELETE ON vms BEGIN
-    UPDATE host_usage SET vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib,
-        disk_gib = disk_gib - OLD.disk_gib WHERE host_id = OLD.host_id AND numa_node = OLD.numa_node;
-    UPDATE host_usage SET vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib,
-        disk_gib = disk_gib - OLD.disk_gib
-        WHERE host_id = OLD.migration_host_id AND numa_node = OLD.migration_numa_node;
+CREATE TRIGGER vms_usage_delete AFTER DELETE ON vms BEGIN)sql" +
+           removed + R"sql(
 END;
 CREATE TRIGGER vms_usage_update
 AFTER UPDATE OF host_id, numa_node, migration_host_id, migration_numa_node, vcpus, memory_mib, disk_gib ON vms
-BEGIN
-    UPDATE host_usage SET vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib,
-        disk_gib = disk_gib - OLD.disk_gib WHERE host_id = OLD.host_id AND numa_node = OLD.numa_node;
-    UPDATE host_usage SET vcpus = vcpus - OLD.vcpus, memory_mib = memory_mib - OLD.memory_mib,
-        disk_gib = disk_gib - OLD.disk_gib
-        WHERE host_id = OLD.migration_host_id AND numa_node = OLD.migration_numa_node;
-    INSERT INTO host_usage SELECT NEW.host_id, NEW.numa_node, NEW.vcpus, NEW.memory_mib, NEW.disk_gib
-        WHERE NEW.host_id IS NOT NULL
-        ON CONFLICT DO UPDATE SET vcpus = vcpus + excluded.vcpus, memory_mib = memory_mib + excluded.memory_mib,
-            disk_gib = disk_gib + excluded.disk_gib;
-    INSERT INTO host_usage SELECT NEW.migration_host_id, NEW.migration_numa_node, NEW.vcpus, NEW.memory_mib,
-            NEW.disk_gib
-        WHERE NEW.migration_host_id IS NOT NULL
-        ON CONFLICT DO UPDATE SET vcpus = vcpus + excluded.vcpus, memory_mib = memory_mib + excluded.memory_mib,
-            disk_gib = disk_gib + excluded.disk_gib;
+BEGIN)sql" +
+           removed + added +
+           R"sql(
 END;
-)sql",
-};
+)sql";
+}
+
+// Every migration, in order.
+const std::vector<std::string>& migrations() {
+    static const std::vector<std::string> all{kTablesAndMigrationHost[0], kTablesAndMigrationHost[1],
+                                              host_usage_migration()};
+    return all;
+}
 
 }  // namespace
 
-int latest_schema_version() { return static_cast<int>(kMigrations.size()); }
+int latest_schema_version() { return static_cast<int>(migrations().size()); }
 
 int schema_version(Connection& connection) {
     connection.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
@@ -202,7 +222,7 @@ void migrate(Connection& connection, int target) {
                              std::to_string(latest_schema_version()));
         }
         for (; version < target; ++version) {
-            connection.exec(kMigrations[static_cast<std::size_t>(version)]);
+            connection.exec(migrations()[static_cast<std::size_t>(version)]);
             connection.prepare("INSERT INTO schema_version (version) VALUES (?1)").bind(1, version + 1).run();
         }
         connection.exec("COMMIT");

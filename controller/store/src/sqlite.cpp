@@ -52,6 +52,24 @@ void Connection::exec(const std::string& sql) {
     }
 }
 
+void Connection::on_wal_commit(std::function<void(int wal_frames)> committed) {
+    wal_committed_ = std::move(committed);
+    sqlite3_wal_hook(
+        db_,
+        [](void* connection, sqlite3*, const char*, int frames) {
+            static_cast<Connection*>(connection)->wal_committed_(frames);
+            return SQLITE_OK;
+        },
+        this);
+}
+
+void Connection::checkpoint() {
+    const int code = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    if (code != SQLITE_OK && code != SQLITE_BUSY) {
+        fail(code, "checkpoint");
+    }
+}
+
 Connection::Statement Connection::prepare(const std::string& sql) {
     auto found = statements_.find(sql);
     if (found == statements_.end()) {

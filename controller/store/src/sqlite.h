@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,9 +35,15 @@ public:
     [[noreturn]] void fail(int code, std::string_view context) const;
     const std::filesystem::path& path() const { return path_; }
 
+    // Calls `committed` after each commit of this connection with the number of frames then in the WAL.
+    void on_wal_commit(std::function<void(int wal_frames)> committed);
+    // Copies what it can of the WAL into the database without waiting for readers or writers (PASSIVE).
+    void checkpoint();
+
 private:
     std::filesystem::path path_;
     sqlite3* db_ = nullptr;
+    std::function<void(int)> wal_committed_;
     std::unordered_map<std::string, sqlite3_stmt*> statements_;
 };
 

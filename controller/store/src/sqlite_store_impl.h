@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "checkpointer.h"
 #include "controller/store/sqlite_store.h"
 #include "group_commit.h"
 #include "ipv4.h"
@@ -159,11 +160,29 @@ void allocate_nics(Connection& connection, Vm& vm);
 void insert_operation(Connection& connection, Operation& operation);
 void insert_idempotency(Connection& connection, IdempotencyRecord record);
 
+// Reads a record, applies `change`, keeps what `change` may not alter and writes it back, inside the caller's
+// write transaction.
+template <typename Record, typename Find, typename Keep, typename Write>
+Record change_record(Connection& connection, const std::string& id,
+                     const std::function<void(Record&)>& change, Find find, Keep keep, Write write_back) {
+    Record stored = find(connection, id);
+    Record changed = stored;
+    change(changed);
+    keep(stored, changed, connection);
+    write_back(connection, changed);
+    return changed;
+}
+// update_vm and update_operation inside the caller's write transaction (vms.cpp, operations.cpp).
+Vm change_vm(Connection& connection, const std::string& id, const std::function<void(Vm&)>& change);
+Operation change_operation(Connection& connection, const std::string& id,
+                           const std::function<void(Operation&)>& change);
+
 // --- the store's state ---------------------------------------------------------------------------------
 
 struct SqliteStore::Impl {
     std::filesystem::path path;
     Options options;
+    std::unique_ptr<Checkpointer> checkpointer;  // before the writer, whose WAL hook calls it: outlives it
     std::unique_ptr<Connection> writer;
     std::unique_ptr<GroupCommit> commits;  // the only user of `writer` once the schema is migrated
     std::mutex readers_mutex;
@@ -214,12 +233,7 @@ struct SqliteStore::Impl {
     Record update(const std::string& id, const std::function<void(Record&)>& change, Find find, Keep keep,
                   Write write_back) {
         return write([&](Connection& connection) {
-            Record stored = find(connection, id);
-            Record changed = stored;
-            change(changed);
-            keep(stored, changed, connection);
-            write_back(connection, changed);
-            return changed;
+            return change_record(connection, id, change, find, keep, write_back);
         });
     }
 };

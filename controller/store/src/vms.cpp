@@ -169,9 +169,9 @@ Page<Vm> SqliteStore::list_vms(const VmFilter& filter, const PageRequest& page) 
     });
 }
 
-Vm SqliteStore::update_vm(const std::string& id, const std::function<void(Vm&)>& change) {
-    return impl_->update<Vm>(
-        id, change,
+Vm change_vm(Connection& connection, const std::string& id, const std::function<void(Vm&)>& change) {
+    return change_record<Vm>(
+        connection, id, change,
         [&](Connection& connection, const std::string& key) { return require_vm(connection, key); },
         [&](const Vm& stored, Vm& changed, Connection& connection) {
             changed.id = stored.id;
@@ -196,6 +196,10 @@ Vm SqliteStore::update_vm(const std::string& id, const std::function<void(Vm&)>&
             require_references(connection, changed);
         },
         [&](Connection& connection, const Vm& vm) { write_vm(connection, vm, false); });
+}
+
+Vm SqliteStore::update_vm(const std::string& id, const std::function<void(Vm&)>& change) {
+    return impl_->write([&](Connection& connection) { return change_vm(connection, id, change); });
 }
 
 Vm SqliteStore::place_vm(const std::string& id, const std::string& host_id, int numa_node) {

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
     std::string db;
     std::string strategy = "spread";
     std::string log_level = "info";
+    std::string durability = "power-loss";
     std::int64_t agent_timeout_ms = config.agent_timeout.count();
     std::int64_t sweep_ms = config.operation_sweep_interval.count();
     app.add_option("--listen", listen, "HOST:PORT to serve on (port 0: any free port)")
@@ -78,6 +79,11 @@ int main(int argc, char** argv) {
     app.add_option("--strategy", strategy, "placement: spread or pack")
         ->check(CLI::IsMember({"spread", "pack"}))
         ->capture_default_str();
+    app.add_option("--durability", durability,
+                   "what an acknowledged change survives: power-loss (the store fsyncs each commit) or "
+                   "process-crash (kill -9 of vimd, not of the machine: commits do not wait for the disk)")
+        ->check(CLI::IsMember({"power-loss", "process-crash"}))
+        ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
         ->capture_default_str();
@@ -93,6 +99,9 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(log_level));
     config.agent_timeout = std::chrono::milliseconds(agent_timeout_ms);
     config.operation_sweep_interval = std::chrono::milliseconds(sweep_ms);
+    config.durability = durability == "process-crash"
+                            ? vim::controller::store::SqliteStore::Durability::process_crash
+                            : vim::controller::store::SqliteStore::Durability::power_loss;
     config.scheduler.strategy = strategy == "pack" ? vim::controller::scheduler::Strategy::pack
                                                    : vim::controller::scheduler::Strategy::spread;
     if (!state_dir.empty()) {

@@ -71,8 +71,9 @@ void OperationRunner::worker() {
                     }
                 });
             };
-            const nlohmann::json result = task.work(progress);
-            finish(task.operation_id, store::OperationState::succeeded, result, "");
+            const Outcome outcome = task.work(progress);
+            finish(task.operation_id, store::OperationState::succeeded, outcome.result, "",
+                   outcome.target_vm_change);
         } catch (const std::exception& error) {
             spdlog::warn("operation {} failed: {}", task.operation_id, error.what());
             try {
@@ -87,10 +88,11 @@ void OperationRunner::worker() {
 }
 
 void OperationRunner::finish(const std::string& operation_id, store::OperationState state,
-                             const nlohmann::json& result, const std::string& error) {
+                             const nlohmann::json& result, const std::string& error,
+                             const std::function<void(store::Vm&)>& target_vm_change) {
     bool recorded = false;
     std::string kind;
-    store_.update_operation(operation_id, [&](store::Operation& operation) {
+    const auto record = [&](store::Operation& operation) {
         kind = operation.kind;
         if (finished(operation.state)) {
             return;  // the sweeper failed it at its deadline: that verdict stands
@@ -100,7 +102,12 @@ void OperationRunner::finish(const std::string& operation_id, store::OperationSt
         operation.result = result.dump();
         operation.error = error;
         recorded = true;
-    });
+    };
+    if (target_vm_change) {
+        store_.update_operation_and_target_vm(operation_id, record, target_vm_change);
+    } else {
+        store_.update_operation(operation_id, record);
+    }
     if (recorded) {
         finished_.add("kind=" + label_value(kind) +
                       ",state=" + label_value(std::string(store::to_string(state))));

@@ -23,7 +23,16 @@ class OperationRunner {
 public:
     // Reports progress (0-100) of the running operation.
     using Progress = std::function<void(int)>;
-    using Work = std::function<nlohmann::json(const Progress&)>;
+    // What a work that succeeded leaves.
+    struct Outcome {
+        Outcome(nlohmann::json result, std::function<void(store::Vm&)> target_vm_change = {})
+            : result(std::move(result)), target_vm_change(std::move(target_vm_change)) {}
+        nlohmann::json result;
+        // Applied to the VM the operation targets in the transaction that records the success (one commit
+        // rather than two, and no crash between them), whatever the operation's record says by then.
+        std::function<void(store::Vm&)> target_vm_change;
+    };
+    using Work = std::function<Outcome(const Progress&)>;
 
     OperationRunner(store::Store& store, std::size_t threads, std::chrono::milliseconds sweep_interval,
                     Counters& finished);
@@ -48,7 +57,7 @@ private:
     void worker();
     void sweeper();
     void finish(const std::string& operation_id, store::OperationState state, const nlohmann::json& result,
-                const std::string& error);
+                const std::string& error, const std::function<void(store::Vm&)>& target_vm_change = {});
 
     store::Store& store_;
     Counters& finished_;

@@ -118,7 +118,8 @@ std::vector<Route> routes() {
 
 Service::Service(const Config& config)
     : config_(config),
-      store_(std::make_unique<store::SqliteStore>(config.db_path)),
+      store_(std::make_unique<store::SqliteStore>(
+          config.db_path, store::SqliteStore::Options{.durability = config.durability})),
       images_(config.state_dir / "images"),
       agents_(config.token),
       request_latency_("vim_api_request_duration_seconds",

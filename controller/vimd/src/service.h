@@ -125,6 +125,9 @@ private:
     // Starts an operation on a placed VM whose state allows it: state_during while it runs.
     void vm_action(Call& call, const std::string& kind, std::initializer_list<store::VmState> allowed,
                    store::VmState state_during, OperationRunner::Work work);
+    // start and stop: asks the VM's agent to `action` it; its answer leaves the VM in state `after`.
+    void power_vm(Call& call, const std::string& action, std::initializer_list<store::VmState> allowed,
+                  store::VmState after);
     // Moves the VM to `to` only when it is in one of `from` (409 naming its state otherwise).
     store::Vm transition_vm(const std::string& vm_id, std::initializer_list<store::VmState> from,
                             store::VmState to, const std::string& action);
@@ -132,7 +135,7 @@ private:
     nlohmann::json call_agent(const std::string& host_id, const std::string& method, const std::string& path,
                               const std::optional<nlohmann::json>& body);
     api::AgentVmSpec agent_spec(const store::Vm& vm);
-    nlohmann::json run_create(const std::string& vm_id);
+    OperationRunner::Outcome run_create(const std::string& vm_id);
     nlohmann::json run_delete(const std::string& vm_id);
     nlohmann::json run_migrate(const std::string& vm_id, const OperationRunner::Progress& progress);
     void replay_idempotent(Call& call, const store::IdempotencyRecord& record,

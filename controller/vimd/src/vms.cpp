@@ -164,12 +164,12 @@ void Service::create_vm(Call& call) {
     reply_accepted(call, *created.operation, created.vm);
 }
 
-nlohmann::json Service::run_create(const std::string& vm_id) {
+OperationRunner::Outcome Service::run_create(const std::string& vm_id) {
     try {
         const auto vm = store_->get_vm(vm_id);
         const auto reply = call_agent(vm.host_id, "POST", "/agent/v1/vms", agent_spec(vm).to_json());
-        store_->update_vm(vm_id, [](store::Vm& record) { record.state = store::VmState::running; });
-        return {{"vm_id", vm_id}, {"host_id", vm.host_id}, {"agent", reply}};
+        return {nlohmann::json{{"vm_id", vm_id}, {"host_id", vm.host_id}, {"agent", reply}},
+                [](store::Vm& record) { record.state = store::VmState::running; }};
     } catch (...) {
         // The VM keeps its host's resources: the agent may yet have built it, and only a delete
         // (which asks the agent to destroy it) gives them back.
@@ -251,28 +251,25 @@ void Service::vm_action(Call& call, const std::string& kind, std::initializer_li
     reply_accepted(call, operation, vm);
 }
 
-void Service::start_vm(Call& call) {
+void Service::power_vm(Call& call, const std::string& action, std::initializer_list<store::VmState> allowed,
+                       store::VmState after) {
     call.json_body(true);
     const auto vm = find_vm(call.parameter());
-    vm_action(call, "start", {store::VmState::stopped, store::VmState::error}, vm.state,
-              [this, id = vm.id](const OperationRunner::Progress&) {
-                  auto reply =
-                      call_agent(store_->get_vm(id).host_id, "POST", "/agent/v1/vms/" + id + "/start", {});
-                  store_->update_vm(id, [](store::Vm& record) { record.state = store::VmState::running; });
-                  return reply;
-              });
+    vm_action(
+        call, action, allowed, vm.state, [this, id = vm.id, action, after](const OperationRunner::Progress&) {
+            auto reply =
+                call_agent(store_->get_vm(id).host_id, "POST", "/agent/v1/vms/" + id + "/" + action, {});
+            return OperationRunner::Outcome(std::move(reply),
+                                            [after](store::Vm& record) { record.state = after; });
+        });
+}
+
+void Service::start_vm(Call& call) {
+    power_vm(call, "start", {store::VmState::stopped, store::VmState::error}, store::VmState::running);
 }
 
 void Service::stop_vm(Call& call) {
-    call.json_body(true);
-    const auto vm = find_vm(call.parameter());
-    vm_action(call, "stop", {store::VmState::running, store::VmState::error}, vm.state,
-              [this, id = vm.id](const OperationRunner::Progress&) {
-                  auto reply =
-                      call_agent(store_->get_vm(id).host_id, "POST", "/agent/v1/vms/" + id + "/stop", {});
-                  store_->update_vm(id, [](store::Vm& record) { record.state = store::VmState::stopped; });
-                  return reply;
-              });
+    power_vm(call, "stop", {store::VmState::running, store::VmState::error}, store::VmState::stopped);
 }
 
 void Service::reboot_vm(Call& call) {

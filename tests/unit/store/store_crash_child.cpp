@@ -1,6 +1,6 @@
 // Commits a stream of VM creations into a store and prints each VM's id once its creation is
 // acknowledged (committed), for store_crash_test to kill -9 at a random moment.
-// Usage: store_crash_child DB_PATH RUN
+// Usage: store_crash_child DB_PATH RUN power-loss|process-crash
 #include <unistd.h>
 
 #include <atomic>
@@ -39,11 +39,14 @@ auto find_or_create(Find find, Create create) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        std::fprintf(stderr, "usage: store_crash_child DB_PATH RUN\n");
+    if (argc != 4) {
+        std::fprintf(stderr, "usage: store_crash_child DB_PATH RUN power-loss|process-crash\n");
         return 2;
     }
-    SqliteStore store(argv[1]);
+    const std::string durability = argv[3];
+    SqliteStore store(argv[1],
+                      {.durability = durability == "process-crash" ? SqliteStore::Durability::process_crash
+                                                                   : SqliteStore::Durability::power_loss});
     const std::string run = argv[2];
     Host host = find_or_create([&] { return store.find_host_by_name("h"); },
                                [&] {

@@ -586,6 +586,44 @@ TEST_F(StoreTest, BatchedCreationsSucceedOrFailEachOnItsOwn) {
     EXPECT_THAT(names, ElementsAre("a", "b", "d"));
 }
 
+// The runner records an operation's success and the VM state it leaves in one transaction: both or neither.
+TEST_F(StoreTest, AnOperationAndItsTargetVmChangeTogetherOrNotAtAll) {
+    Operation create;
+    create.kind = "create";
+    VmCreated created = store_->create_vm({make_vm("a"), create, std::nullopt});
+    const std::string operation_id = created.operation->id;
+
+    Operation finished = store_->update_operation_and_target_vm(
+        operation_id, [](Operation& operation) { operation.state = OperationState::succeeded; },
+        [](Vm& vm) { vm.state = VmState::running; });
+    EXPECT_EQ(finished.state, OperationState::succeeded);
+    EXPECT_EQ(store_->get_operation(operation_id), finished);
+    EXPECT_EQ(store_->get_vm(created.vm.id).state, VmState::running);
+
+    // A VM change the store refuses leaves the operation as it was too.
+    EXPECT_EQ(error_of<InvalidArgumentError>([&] {
+                  store_->update_operation_and_target_vm(
+                      operation_id, [](Operation& operation) { operation.state = OperationState::failed; },
+                      [](Vm& vm) { vm.name = ""; });
+              }),
+              "vm name must not be empty");
+    EXPECT_EQ(store_->get_operation(operation_id).state, OperationState::succeeded);
+    EXPECT_EQ(store_->get_vm(created.vm.id).name, "a");
+
+    // An operation whose VM is gone: nothing changes, and the error names the VM.
+    Operation orphan;
+    orphan.kind = "delete";
+    orphan.target_id = "no-such-vm";
+    const Operation stored = store_->create_operation(orphan);
+    EXPECT_EQ(error_of<NotFoundError>([&] {
+                  store_->update_operation_and_target_vm(
+                      stored.id, [](Operation& operation) { operation.state = OperationState::succeeded; },
+                      [](Vm& vm) { vm.state = VmState::running; });
+              }),
+              "vm \"no-such-vm\" not found");
+    EXPECT_EQ(store_->get_operation(stored.id).state, OperationState::pending);
+}
+
 TEST_F(StoreTest, OperationsUpdateAndListNewestFirst) {
     Operation start;
     start.kind = "start";

@@ -81,6 +81,10 @@ void AgentDouble::set_behaviour(const std::string& path_suffix, Behaviour behavi
     behaviours_[path_suffix] = behaviour;
 }
 
+void AgentDouble::close_idle_connections_after(std::chrono::seconds idle) {
+    server_.set_keep_alive_timeout(idle.count());
+}
+
 std::vector<AgentDouble::Call> AgentDouble::calls() const {
     std::lock_guard lock(mutex_);
     return calls_;
@@ -100,7 +104,8 @@ void AgentDouble::handle(const httplib::Request& request, httplib::Response& res
     Behaviour behaviour;
     {
         std::unique_lock lock(mutex_);
-        calls_.push_back({request.method, request.path, nlohmann::json::parse(request.body, nullptr, false)});
+        calls_.push_back({request.method, request.path, nlohmann::json::parse(request.body, nullptr, false),
+                          request.remote_port});
         for (const auto& [suffix, configured] : behaviours_) {
             if (request.path.ends_with(suffix)) {
                 behaviour = configured;

@@ -9,12 +9,14 @@ namespace vim::controller::store {
 
 // The embedded store: one SQLite file in WAL mode.
 //
-// Durability: synchronous=FULL, so a commit returns after the WAL is fsync'd: an acknowledged change
-// survives kill -9 (which NORMAL would also give, since the WAL is already in the page cache) and a
-// power loss (which NORMAL would not). The fsync this costs is paid once per transaction, and every
-// transaction is shared (group commit): the writes that arrive from many threads while one commit is
-// under way go into the next one together, each under its own savepoint so that it still succeeds or
-// fails alone. A create and the operation updates that follow it thus cost a share of a commit each.
+// Durability (Options::durability): by default synchronous=FULL, so a commit returns after the WAL is
+// fsync'd: an acknowledged change survives kill -9 and a power loss. process_crash (synchronous=NORMAL)
+// returns once the WAL is written to the page cache: an acknowledged change still survives kill -9, a power
+// loss may lose the last commits (never the file: the WAL is fsync'd before every checkpoint), and a
+// commit no longer waits for the disk. Either way every transaction is shared (group commit): the writes
+// that arrive from many threads while one commit is under way go into the next one together, each under
+// its own savepoint so that it still succeeds or fails alone. A create and the operation updates that
+// follow it thus cost a share of a commit each.
 //
 // Threads: all writes go through one connection (SQLite has a single writer anyway) and run inside
 // BEGIN IMMEDIATE transactions, so a claim's re-check and its insert see no interleaved writer. Reads use
@@ -24,14 +26,21 @@ namespace vim::controller::store {
 // the missing ones in one transaction, opening a newer one is refused.
 class SqliteStore final : public Store {
 public:
+    // What an acknowledged commit survives.
+    enum class Durability {
+        power_loss,     // synchronous=FULL: the WAL is fsync'd before a commit returns
+        process_crash,  // synchronous=NORMAL: a crash of the process, not of the machine
+        // synchronous=OFF, no fsync at all. Only for bulk loads that can be redone from scratch (a
+        // benchmark's fixture); a crash of the machine may then corrupt the file.
+        none,
+    };
+
     struct Options {
         int busy_timeout_ms = 5000;  // another process holding the file (a second vimd) waits this long
         std::size_t reader_connections = 4;
         // Migrate only up to this version (0: the latest); lets tests make a file as an older build did.
         int migrate_to = 0;
-        // false: synchronous=OFF, no fsync at all. Only for bulk loads that can be redone from scratch
-        // (a benchmark's fixture); a crash of the machine may then corrupt the file.
-        bool durable = true;
+        Durability durability = Durability::power_loss;
     };
 
     // Creates the file (and its parent directory) when missing. Errors name the path:
@@ -94,6 +103,9 @@ public:
     Operation get_operation(const std::string& id) override;
     Page<Operation> list_operations(const OperationFilter& filter, const PageRequest& page) override;
     Operation update_operation(const std::string& id, const std::function<void(Operation&)>& change) override;
+    Operation update_operation_and_target_vm(const std::string& id,
+                                             const std::function<void(Operation&)>& change,
+                                             const std::function<void(Vm&)>& target_vm_change) override;
 
     std::optional<IdempotencyRecord> find_idempotency(const std::string& key) override;
     void put_idempotency(const IdempotencyRecord& record) override;

@@ -154,6 +154,11 @@ public:
     virtual Page<Operation> list_operations(const OperationFilter& filter, const PageRequest& page) = 0;
     virtual Operation update_operation(const std::string& id,
                                        const std::function<void(Operation&)>& change) = 0;
+    // update_operation and update_vm of the VM the operation targets, in one transaction: an operation's
+    // outcome and the VM state it leaves are never seen, nor found after a crash, apart.
+    virtual Operation update_operation_and_target_vm(const std::string& id,
+                                                     const std::function<void(Operation&)>& change,
+                                                     const std::function<void(Vm&)>& target_vm_change) = 0;
 
     // Idempotency keys.
     virtual std::optional<IdempotencyRecord> find_idempotency(const std::string& key) = 0;

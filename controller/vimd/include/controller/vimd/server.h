@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "controller/scheduler/scheduler.h"
+#include "controller/store/sqlite_store.h"
 
 namespace vim::controller::vimd {
 
@@ -16,6 +17,8 @@ struct Config {
     std::string listen_host = "127.0.0.1";
     int listen_port = 8470;  // 0: any free port (Server::bind() says which)
     std::filesystem::path db_path;
+    // What an acknowledged change survives: a power loss (fsync per commit) or only a crash of vimd.
+    store::SqliteStore::Durability durability = store::SqliteStore::Durability::power_loss;
     std::filesystem::path state_dir;       // images go to <state_dir>/images
     std::optional<std::string> token;      // the bearer token clients and agents must present; none: no check
     std::string advertise_url;             // how agents reach this controller; "": http://listen_host:port

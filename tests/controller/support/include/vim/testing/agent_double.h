@@ -22,6 +22,7 @@ public:
         std::string method;
         std::string path;
         nlohmann::json body;
+        int remote_port = 0;  // the controller's end of the connection the call came on
     };
     enum class Mode { answer, fail, never_answer };
     struct Behaviour {
@@ -39,6 +40,8 @@ public:
     const std::string& url() const { return url_; }
     // How calls whose path ends with suffix ("/agent/v1/vms", "/start", "/migrate", ...) are answered.
     void set_behaviour(const std::string& path_suffix, Behaviour behaviour);
+    // Closes a connection left idle this long (httplib's default: 5 s). Before the first call only.
+    void close_idle_connections_after(std::chrono::seconds idle);
     std::vector<Call> calls() const;
     std::size_t count(const std::string& method, const std::string& path_suffix) const;
     // The routes this double serves, as the OpenAPI document names them.
