@@ -50,13 +50,15 @@ void DirtyTracker::set_logging(bool on) {
     logging_ = on;
 }
 
-std::vector<RegionPages> DirtyTracker::collect() {
+std::vector<RegionPages> DirtyTracker::collect() { return collect_pages(/*rearm=*/true); }
+
+std::vector<RegionPages> DirtyTracker::collect_pages(bool rearm) {
     const std::size_t chunk_words = clear_chunk_pages_ / 64;
     std::vector<RegionPages> pages;
     for (std::size_t index = 0; index < memory_.regions().size(); ++index) {
         const auto slot = static_cast<std::uint32_t>(index);
         std::vector<std::uint64_t> guest_written = vm_.dirty_log(slot);
-        for (std::size_t word = 0; word < guest_written.size(); word += chunk_words) {
+        for (std::size_t word = 0; rearm && word < guest_written.size(); word += chunk_words) {
             const std::span<const std::uint64_t> chunk(guest_written.data() + word,
                                                        std::min(chunk_words, guest_written.size() - word));
             if (std::any_of(chunk.begin(), chunk.end(), [](std::uint64_t bits) { return bits != 0; })) {
@@ -80,7 +82,9 @@ std::vector<RegionPages> DirtyTracker::collect() {
 }
 
 std::vector<RegionPages> DirtyTracker::collect_final() {
-    std::vector<RegionPages> pages = collect();
+    // Nothing is collected after this: the log need not be cleared, and the
+    // write protection that clearing sets up would only cost time.
+    std::vector<RegionPages> pages = collect_pages(/*rearm=*/false);
     for (std::size_t index = 0; index < pages.size(); ++index) {
         for (std::size_t word = 0; word < pages[index].dirty.size(); ++word) {
             pages[index].dirty[word] |= written_by_vmm_[index][word];

@@ -48,10 +48,13 @@ std::vector<RegionPages> all_pages(const GuestMemory& memory) {
     std::vector<RegionPages> pages;
     for (std::size_t index = 0; index < memory.regions().size(); ++index) {
         const std::uint64_t count = memory.regions()[index].size / kPageSize;
-        RegionPages all{std::vector<std::uint64_t>((count + 63) / 64, ~std::uint64_t{0}),
-                        memory.hole_pages(index)};
+        RegionPages all{std::vector<std::uint64_t>((count + 63) / 64, ~std::uint64_t{0}), {}};
         if (count % 64 != 0) {
             all.dirty.back() = (std::uint64_t{1} << (count % 64)) - 1;
+        }
+        const std::vector<std::uint64_t> holes = memory.hole_pages(index);
+        for (std::size_t word = 0; word < all.dirty.size(); ++word) {
+            all.dirty[word] &= ~holes[word];
         }
         pages.push_back(std::move(all));
     }

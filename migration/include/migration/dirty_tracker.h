@@ -41,6 +41,8 @@ public:
     static constexpr std::uint64_t kClearChunkPages = 64 * 1024;  // 256 MiB of guest RAM
 
 private:
+    // collect(); `rearm`: clear the log it read, for a next collection.
+    std::vector<RegionPages> collect_pages(bool rearm);
     void set_logging(bool on);
 
     vmm::kvm::Vm& vm_;

@@ -29,9 +29,11 @@ struct RegionPages {
     std::vector<std::uint64_t> discarded;
 };
 
-// Every page of `memory`: a first round. The memfd's holes (pages never
-// written, or given back) are known zero: they go as zero pages unread, which
-// spares the sender a page fault and an allocation for each.
+// Every page of `memory` that may hold data: a first round. The memfd's holes
+// (pages never written, or given back) are left out: the destination's fresh
+// memory reads zero there already, and reading them here would cost a page
+// fault and an allocation each. A page written after this call is in the
+// next round's dirty log.
 std::vector<RegionPages> all_pages(const vmm::memory::GuestMemory& memory);
 // Whether the 4 KiB at `page` are all zero.
 bool is_zero_page(const std::uint8_t* page);

@@ -108,6 +108,18 @@ TEST(MigrationDirtyTracker, FinalCollectAddsEveryPageTheVmmWroteSinceStart) {
     EXPECT_TRUE(is_set(pages[0].dirty, 2));
 }
 
+TEST(MigrationDirtyTracker, FinalCollectLeavesKvmsLogUncleared) {
+    // Nothing is collected after it: clearing would only write-protect pages for nothing.
+    Machine machine;
+    DirtyTracker tracker(machine.vm, machine.memory, kChunkPages);
+    tracker.start();
+    auto& guest_log = machine.vm.injected_dirty[0];
+    guest_log.assign((kLowPages + 63) / 64, 0);
+    guest_log[0] = 1u << 9;
+    EXPECT_TRUE(is_set(tracker.collect_final()[0].dirty, 9));
+    EXPECT_EQ(guest_log[0], 1u << 9);
+}
+
 TEST(MigrationDirtyTracker, FinalCollectLeavesOutPagesOnlyDiscarded) {
     // A discard is done when it marks its pages (the hole is punched first):
     // sent once as zero pages, they need not go again.

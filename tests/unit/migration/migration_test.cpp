@@ -176,8 +176,10 @@ TEST(Migration, OverTcpWhileTheGuestWrites) {
     EXPECT_TRUE(same_memory(*incoming.memory, machine.memory()));
     EXPECT_EQ(incoming.state, kState);
     EXPECT_EQ(incoming.config["memory_mib"], 9);
-    EXPECT_GE(status.pages_sent, 9 * kMiB / kPageSize);
-    EXPECT_GE(status.zero_pages, 256u + 256u);  // the discarded MiB and the empty high one
+    // Every written page went (every other one of the low 8 MiB, the discarded MiB aside), not the
+    // discarded MiB nor the empty high one: holes in the memfd.
+    EXPECT_GE(status.pages_sent, 7 * kMiB / 2 / kPageSize);
+    EXPECT_LE(status.rounds.front().pages, 7 * kMiB / kPageSize);
     EXPECT_GE(status.iteration, 2u);
     ASSERT_TRUE(status.downtime_ms && status.total_ms);
     EXPECT_LE(*status.downtime_ms, *status.total_ms);
@@ -197,7 +199,6 @@ TEST(Migration, OverTcpWhileTheGuestWrites) {
         pages += round.pages;
     }
     EXPECT_EQ(pages, status.pages_sent);
-    EXPECT_EQ(status.rounds.front().pages, 9 * kMiB / kPageSize);
     ASSERT_EQ(reply["rounds"].size(), status.rounds.size());
     EXPECT_EQ(reply["rounds"][0]["pages"], status.rounds.front().pages);
     // The downtime is the sum of its parts.
