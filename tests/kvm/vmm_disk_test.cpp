@@ -187,7 +187,7 @@ TEST_P(VmmDisksOnIntx, GuestReadsItsDisk) {
     EXPECT_GT(stats["devices"]["virtio-blk0"]["interrupts"].get<long>(), 0) << stats.dump();
     // Without ACPI Linux cannot power off; a reboot (reboot=k: through the i8042) ends the VM.
     vmm.type("reboot -f\n");
-    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors();
+    EXPECT_EQ(vmm.wait_exit(60s), 0) << vmm.errors() << "\nconsole:\n" << vmm.console();
 }
 
 INSTANTIATE_TEST_SUITE_P(Routing, VmmDisksOnIntx, ::testing::Values("pci=nomsi", "acpi=off pci=nomsi"),
