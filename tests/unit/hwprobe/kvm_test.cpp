@@ -45,10 +45,24 @@ TEST(KvmSection, MatchesTheVmmsCapabilityCheck) {
         const CpuidLeaf& leaf = inventory.kvm.supported_cpuid[i];
         EXPECT_EQ(leaf.function, cpuid[i].function);
         EXPECT_EQ(leaf.index, cpuid[i].index);
-        EXPECT_EQ(leaf.eax, cpuid[i].eax);
-        EXPECT_EQ(leaf.ebx, cpuid[i].ebx);
-        EXPECT_EQ(leaf.ecx, cpuid[i].ecx);
-        EXPECT_EQ(leaf.edx, cpuid[i].edx);
+        // KVM copies some fields from the CPU the ioctl ran on, and the two
+        // reads may run on different CPUs: the initial APIC ID (leaf 1 EBX
+        // bits 31-24), the x2APIC ID (leaves 0xB and 0x1F, EDX) and AMD's
+        // extended APIC ID and compute unit (leaf 0x8000001E, EAX and EBX's
+        // low byte).
+        std::uint32_t eax_mask = ~0u, ebx_mask = ~0u, edx_mask = ~0u;
+        if (leaf.function == 0x1) {
+            ebx_mask = 0x00ffffff;
+        } else if (leaf.function == 0xb || leaf.function == 0x1f) {
+            edx_mask = 0;
+        } else if (leaf.function == 0x8000001e) {
+            eax_mask = 0;
+            ebx_mask = 0xffffff00;
+        }
+        EXPECT_EQ(leaf.eax & eax_mask, cpuid[i].eax & eax_mask) << std::hex << leaf.function;
+        EXPECT_EQ(leaf.ebx & ebx_mask, cpuid[i].ebx & ebx_mask) << std::hex << leaf.function;
+        EXPECT_EQ(leaf.ecx, cpuid[i].ecx) << std::hex << leaf.function;
+        EXPECT_EQ(leaf.edx & edx_mask, cpuid[i].edx & edx_mask) << std::hex << leaf.function;
     }
     // KVM emulates the x2APIC and the TSC-deadline timer on every host it runs on.
     for (const char* feature : {"x2apic", "tsc_deadline_timer"}) {
