@@ -239,7 +239,8 @@ TEST_F(VmmMigration, IdleGuestWithADiskMovesAndTheDiskKeepsWhatWasWritten) {
 }
 
 // Every way a migration can fail before the hand-over leaves the source guest
-// running, untouched, with the reason in migrate-status.
+// running, untouched, with the reason in migrate-status; then the same guest's
+// dirty rate, measured without migrating.
 TEST_F(VmmMigration, FailedMigrationsLeaveTheSourceGuestRunning) {
     auto source = boot_with_dirtier(1, 2000);
     ASSERT_FALSE(HasFailure());
@@ -300,6 +301,29 @@ TEST_F(VmmMigration, FailedMigrationsLeaveTheSourceGuestRunning) {
         EXPECT_EQ(status.value("state", ""), "failed") << status.dump();
         EXPECT_NE(destination->wait_exit(kExitTimeout).value_or(0), 0);
     }
+    expect_counting_on(*source, last_dirtier_line(*source));
+
+    // Its dirty rate, measured without migrating: the dirtier's 2000 pages a
+    // second (as far as this CPU lets it keep up) within its 64 MiB, and no
+    // migration while the measurement runs.
+    json started = send(source_socket(), *source, "dirty-rate", {{"window_ms", 1000}});
+    ASSERT_TRUE(started.value("ok", false)) << started.dump();
+    EXPECT_EQ(started.value("state", ""), "measuring") << started.dump();
+    json refused_migrate = send(source_socket(), *source, "migrate", {{"uri", "tcp:127.0.0.1:1"}});
+    EXPECT_NE(refused_migrate.value("error", "").find("dirty-rate measurement is running"), std::string::npos)
+        << refused_migrate.dump();
+    json rate;
+    eventually(
+        [&] {
+            rate = send(source_socket(), *source, "dirty-rate");
+            return rate.value("state", "") != "measuring";
+        },
+        30s);
+    EXPECT_EQ(rate.value("state", ""), "done") << rate.dump();
+    EXPECT_GT(rate.value("dirty_rate_pages_per_s", 0.0), 200.0) << rate.dump();
+    EXPECT_LT(rate.value("dirty_rate_pages_per_s", 0.0), 20000.0) << rate.dump();
+    EXPECT_GT(rate.value("working_set_pages", 0), 100) << rate.dump();
+    EXPECT_LE(rate.value("working_set_pages", 0), rate.value("dirty_pages", 0)) << rate.dump();
     expect_counting_on(*source, last_dirtier_line(*source));
 }
 

@@ -91,9 +91,16 @@ void MigrationCommands::hand_over() {
     machine_.loop.resume();  // parked since pause()
 }
 
+bool MigrationCommands::migrating() const {
+    return migration_ && migration_->status().state == migration::MigrationState::Active;
+}
+
 json MigrationCommands::migrate(const json& request) {
-    if (migration_ && migration_->status().state == migration::MigrationState::Active) {
+    if (migrating()) {
         throw control::CommandError("a migration is already running; migrate-cancel stops it");
+    }
+    if (dirty_rate_ && dirty_rate_->measuring()) {
+        throw control::CommandError("a dirty-rate measurement is running; migrate when it ends");
     }
     if (machine_.lifecycle.has_ended() || machine_.lifecycle.migrated()) {
         throw control::CommandError(std::string("the VM is ") + machine_.lifecycle.state());
@@ -137,7 +144,7 @@ json MigrationCommands::snapshot(const json& request) {
         }
         stay_paused = paused->get<bool>();
     }
-    if (migration_ && migration_->status().state == migration::MigrationState::Active) {
+    if (migrating()) {
         throw control::CommandError("a migration is running; a snapshot waits until it ends");
     }
     if (machine_.lifecycle.has_ended() || machine_.lifecycle.migrated()) {
@@ -165,10 +172,37 @@ json MigrationCommands::snapshot(const json& request) {
             {"paused_ms", std::chrono::duration<double, std::milli>(took).count()}};
 }
 
+json MigrationCommands::dirty_rate(const json& request) {
+    const auto window = request.find("window_ms");
+    if (window == request.end()) {  // the last measurement's report
+        return dirty_rate_ ? migration::to_json(dirty_rate_->report()) : json{{"state", "none"}};
+    }
+    if (!window->is_number_integer() || window->get<std::int64_t>() < 1 ||
+        window->get<std::int64_t>() > kMaxDirtyRateWindow.count()) {
+        throw control::CommandError("window_ms must be an integer from 1 to " +
+                                    std::to_string(kMaxDirtyRateWindow.count()));
+    }
+    if (migrating()) {
+        throw control::CommandError("a migration is running; its migrate-status has the dirty rate");
+    }
+    if (dirty_rate_ && dirty_rate_->measuring()) {
+        throw control::CommandError("a dirty-rate measurement is running already");
+    }
+    if (machine_.lifecycle.has_ended() || machine_.lifecycle.migrated()) {
+        throw control::CommandError(std::string("the VM is ") + machine_.lifecycle.state());
+    }
+    dirty_rate_.reset();  // joins the last one's thread, which has ended
+    dirty_rate_ = std::make_unique<migration::DirtyRateMeter>(
+        machine_.vm, machine_.memory, std::chrono::milliseconds(window->get<std::int64_t>()));
+    dirty_rate_->start();
+    return migration::to_json(dirty_rate_->report());
+}
+
 control::CommandTable MigrationCommands::table() {
     return {
         {"snapshot", [this](const json& request) { return snapshot(request); }},
         {"migrate", [this](const json& request) { return migrate(request); }},
+        {"dirty-rate", [this](const json& request) { return dirty_rate(request); }},
         {"migrate-status",
          [this](const json&) {
              return migration_ ? migration::to_json(migration_->status()) : json{{"state", "none"}};

@@ -1,9 +1,10 @@
 #pragma once
 
-// The control commands that take the VM elsewhere: `snapshot` (to files) and
-// `migrate`, `migrate-status`, `migrate-cancel` (live, over TCP). They run on
-// the event loop's thread; a migration runs on a thread of its own and
-// reaches the machine through migration::SourceMachine.
+// The control commands that take the VM elsewhere: `snapshot` (to files),
+// `migrate`, `migrate-status`, `migrate-cancel` (live, over TCP), and
+// `dirty-rate`, which measures what a migration would face. They run on the
+// event loop's thread; a migration or a measurement runs on a thread of its
+// own, and a migration reaches the machine through migration::SourceMachine.
 
 #include <chrono>
 #include <functional>
@@ -15,6 +16,7 @@
 #include "device_manager.h"
 #include "lifecycle.h"
 #include "machine_state.h"
+#include "migration/dirty_rate.h"
 #include "migration/source.h"
 #include "vmm/config/vm_config.h"
 #include "vmm/control/command.h"
@@ -45,6 +47,7 @@ public:
     // migrate-status has the final figures) for this long, or until told to
     // shut down, and then exits.
     static constexpr std::chrono::seconds kLingerAfterHandOver{30};
+    static constexpr std::chrono::milliseconds kMaxDirtyRateWindow{60'000};
 
     explicit MigrationCommands(MovableMachine machine) : machine_(machine) {}
     // Waits for a migration that handed the guest over to hear that it runs.
@@ -56,6 +59,8 @@ public:
 private:
     nlohmann::json snapshot(const nlohmann::json& request);
     nlohmann::json migrate(const nlohmann::json& request);
+    nlohmann::json dirty_rate(const nlohmann::json& request);
+    bool migrating() const;
 
     // migration::SourceMachine, for the migration's thread.
     memory::GuestMemory& memory() override { return machine_.memory; }
@@ -69,9 +74,10 @@ private:
     MachineParts parts() const { return {machine_.vcpus, machine_.vm, machine_.devices}; }
 
     MovableMachine machine_;
-    std::unique_ptr<migration::Source> migration_;  // the last one started
-    bool was_paused_ = false;                       // the user had paused the guest before the final copy
-    sys::Fd linger_timer_;                          // on the loop after a hand-over
+    std::unique_ptr<migration::Source> migration_;           // the last one started
+    std::unique_ptr<migration::DirtyRateMeter> dirty_rate_;  // the last measurement started
+    bool was_paused_ = false;  // the user had paused the guest before the final copy
+    sys::Fd linger_timer_;     // on the loop after a hand-over
 };
 
 }  // namespace vim::vmm::machine
