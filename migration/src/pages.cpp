@@ -15,10 +15,6 @@ using vmm::memory::GuestMemory;
 using vmm::memory::kPageSize;
 using vmm::memory::Region;
 
-bool bit(std::span<const std::uint64_t> bitmap, std::uint64_t page) {
-    return page / 64 < bitmap.size() && (bitmap[page / 64] >> (page % 64) & 1) != 0;
-}
-
 // Faults in the pages about to be received, a run of neighbours at a time:
 // one call instead of a page fault per page in the middle of the copy out
 // of the socket. Only advice: a kernel without MADV_POPULATE_WRITE (before
@@ -102,7 +98,7 @@ PageCounts PageSender::send(std::span<const RegionPages> pages,
                 const std::uint8_t* host = region.host + page * kPageSize;
                 const std::uint64_t address = region.start + page * kPageSize;
                 // A discarded page is a hole: reading it would allocate it.
-                if (bit(wanted.discarded, page) || is_zero_page(host)) {
+                if (is_page_set(wanted.discarded, page) || is_zero_page(host)) {
                     entries_.push_back(address | kZeroPageFlag);
                     ++counts.zero_pages;
                 } else {

@@ -67,8 +67,7 @@ void write_memory(const std::filesystem::path& path, const vmm::memory::GuestMem
         const vmm::memory::Region& region = memory.regions()[index];
         const std::vector<std::uint64_t> holes = memory.hole_pages(index);
         auto holds_data = [&](std::uint64_t page) {
-            return (holes[page / 64] >> (page % 64) & 1) == 0 &&
-                   !is_zero_page(region.host + page * kPageSize);
+            return !is_page_set(holes, page) && !is_zero_page(region.host + page * kPageSize);
         };
         const std::uint64_t pages = region.size / kPageSize;
         for (std::uint64_t page = 0; page < pages;) {

@@ -23,6 +23,20 @@ double milliseconds_since(Clock::time_point start) {
 // Thrown by the migration thread when cancel() stopped it.
 struct Cancelled {};
 
+// The destination's answer to what was sent (`sent`): `expected`, or throws
+// with the reason a destination that rejects the stream gives.
+void expect_control(int socket, ControlKind expected, std::string_view sent, std::string_view expected_name,
+                    std::chrono::milliseconds timeout) {
+    const ControlMessage message = receive_control(socket, timeout);
+    if (message.kind == ControlKind::Error) {
+        throw std::runtime_error("destination rejected the stream: " + message.text);
+    }
+    if (message.kind != expected) {
+        throw std::runtime_error("destination answered " + std::string(sent) + " with something other than " +
+                                 std::string(expected_name));
+    }
+}
+
 std::span<const std::uint8_t> as_bytes(const std::string& text) {
     return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
 }
@@ -267,13 +281,7 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused) {
     // The destination takes in what is still queued on the way (megabytes
     // of socket buffers) while the guest runs, not while it is paused.
     writer.write_section(SectionType::Sync, {});
-    const ControlMessage synced = receive_control(socket_.get(), options_.handshake_timeout);
-    if (synced.kind == ControlKind::Error) {
-        throw std::runtime_error("destination rejected the stream: " + synced.text);
-    }
-    if (synced.kind != ControlKind::Synced) {
-        throw std::runtime_error("destination answered SYNC with something other than SYNCED");
-    }
+    expect_control(socket_.get(), ControlKind::Synced, "SYNC", "SYNCED", options_.handshake_timeout);
 
     DowntimeParts parts;
     Clock::time_point part_start = Clock::now();
@@ -311,13 +319,7 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused) {
     writer.write_section(SectionType::End, {});
     parts.state_ms = lap();
 
-    const ControlMessage ready = receive_control(socket_.get(), options_.handshake_timeout);
-    if (ready.kind == ControlKind::Error) {
-        throw std::runtime_error("destination rejected the stream: " + ready.text);
-    }
-    if (ready.kind != ControlKind::Ready) {
-        throw std::runtime_error("destination answered the stream with something other than READY");
-    }
+    expect_control(socket_.get(), ControlKind::Ready, "the stream", "READY", options_.handshake_timeout);
     {
         std::lock_guard lock(mutex_);
         if (cancelled_) {
@@ -328,10 +330,7 @@ void Source::migrate_with(DirtyTracker& tracker, bool& paused) {
         go_sent_ = true;
     }
     machine_.hand_over();
-    const ControlMessage running = receive_control(socket_.get(), options_.handshake_timeout);
-    if (running.kind != ControlKind::Running) {
-        throw std::runtime_error("destination answered GO with something other than RUNNING");
-    }
+    expect_control(socket_.get(), ControlKind::Running, "GO", "RUNNING", options_.handshake_timeout);
     parts.switch_over_ms = lap();
     update([&](MigrationStatus& status) {
         status.downtime_ms = std::chrono::duration<double, std::milli>(part_start - paused_at).count();

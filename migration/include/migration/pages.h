@@ -35,6 +35,10 @@ struct RegionPages {
 // fault and an allocation each. A page written after this call is in the
 // next round's dirty log.
 std::vector<RegionPages> all_pages(const vmm::memory::GuestMemory& memory);
+// Whether `page`'s bit is set in a bitmap of one bit per page (false past its end).
+inline bool is_page_set(std::span<const std::uint64_t> bitmap, std::uint64_t page) {
+    return page / 64 < bitmap.size() && (bitmap[page / 64] >> (page % 64) & 1) != 0;
+}
 // Whether the 4 KiB at `page` are all zero.
 bool is_zero_page(const std::uint8_t* page);
 std::uint64_t count_pages(std::span<const RegionPages> pages);
