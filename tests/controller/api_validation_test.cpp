@@ -158,3 +158,82 @@ TEST(ApiValidation, AgentSpecsAreStrictToo) {
 }
 
 }  // namespace
+
+namespace {
+
+using vim::controller::api::HeartbeatReply;
+using vim::controller::api::HostHeartbeat;
+
+nlohmann::json valid_heartbeat() {
+    return {{"metrics", {{"cpu_load", 0.3}}},
+            {"vms",
+             {{{"id", "vm-1"}, {"state", "running"}, {"figures", {{"dirty_rate_pages_per_s", 1500}}}},
+              {{"id", "vm-2"}, {"state", "stopped"}}}},
+            {"unmanaged", {{{"pid", 4242}, {"command", "vmm --cpus 2"}, {"api_socket", "/tmp/x.sock"}}}}};
+}
+
+std::string heartbeat_error(const nlohmann::json& body) {
+    return error_of([&] { HostHeartbeat::from_json(body); });
+}
+
+TEST(ApiValidation, AHeartbeatReadsItsVmsAndUnmanagedProcessesBackAsWritten) {
+    const auto heartbeat = HostHeartbeat::from_json(valid_heartbeat());
+    ASSERT_EQ(heartbeat.vms.size(), 2u);
+    EXPECT_EQ(heartbeat.vms[0].figures.at("dirty_rate_pages_per_s"), 1500);
+    EXPECT_EQ(heartbeat.vms[1].state, HostHeartbeat::Vm::State::stopped);
+    ASSERT_EQ(heartbeat.unmanaged.size(), 1u);
+    EXPECT_EQ(heartbeat.unmanaged[0].pid, 4242u);
+    EXPECT_EQ(HostHeartbeat::from_json(heartbeat.to_json()).to_json(), heartbeat.to_json());
+    // Both lists may be left out, and an api_socket too.
+    EXPECT_TRUE(HostHeartbeat::from_json({{"metrics", nlohmann::json::object()}}).vms.empty());
+    EXPECT_EQ(HostHeartbeat::from_json({{"unmanaged", {{{"pid", 1}, {"command", "qemu"}}}}})
+                  .unmanaged[0]
+                  .api_socket,
+              "");
+    const auto reply = HeartbeatReply::from_json({{"vms", {"a", "b"}}});
+    EXPECT_EQ(reply.vms, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(ApiValidation, AHostileHeartbeatIsRefusedNamingTheField) {
+    auto body = valid_heartbeat();
+    body["vms"][0]["state"] = "paused";
+    EXPECT_EQ(heartbeat_error(body), "vms[0].state: must be running or stopped");
+    body = valid_heartbeat();
+    body["vms"][1]["id"] = "vm-1";
+    EXPECT_EQ(heartbeat_error(body), "vms[1].id: \"vm-1\" is listed twice");
+    body = valid_heartbeat();
+    body["vms"][0]["id"] = "";
+    EXPECT_EQ(heartbeat_error(body), "vms[0].id: must not be empty");
+    body = valid_heartbeat();
+    body["vms"][0]["colour"] = "red";
+    EXPECT_EQ(heartbeat_error(body), "vms[0].colour: unknown field");
+    body = valid_heartbeat();
+    body["vms"][0]["figures"]["resident_mib"] = "a lot";
+    EXPECT_TRUE(heartbeat_error(body).starts_with("vms[0].figures.resident_mib: must be a number"))
+        << heartbeat_error(body);
+    body = valid_heartbeat();
+    for (int i = 0; i < 65; ++i) {
+        body["vms"][0]["figures"]["f" + std::to_string(i)] = i;
+    }
+    EXPECT_EQ(heartbeat_error(body), "vms[0].figures: may hold at most 64 values");
+    body = valid_heartbeat();
+    body["vms"] = nlohmann::json::array();
+    for (int i = 0; i < 4097; ++i) {
+        body["vms"].push_back({{"id", "vm-" + std::to_string(i)}, {"state", "running"}});
+    }
+    EXPECT_TRUE(heartbeat_error(body).starts_with("vms: ")) << heartbeat_error(body);
+    body = valid_heartbeat();
+    body["unmanaged"][0]["pid"] = 0;
+    EXPECT_TRUE(heartbeat_error(body).starts_with("unmanaged[0].pid: must be an integer from 1"));
+    body = valid_heartbeat();
+    body["unmanaged"].push_back(body["unmanaged"][0]);
+    EXPECT_EQ(heartbeat_error(body), "unmanaged[1].pid: 4242 is listed twice");
+    body = valid_heartbeat();
+    body["unmanaged"][0]["command"] = std::string(5000, 'x');
+    EXPECT_TRUE(heartbeat_error(body).starts_with("unmanaged[0].command: ")) << heartbeat_error(body);
+    body = valid_heartbeat();
+    body["unmanaged"][0]["pid"] = -4;
+    EXPECT_TRUE(heartbeat_error(body).starts_with("unmanaged[0].pid: ")) << heartbeat_error(body);
+}
+
+}  // namespace

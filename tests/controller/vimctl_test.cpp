@@ -64,8 +64,8 @@ protected:
         return vimctl(arguments);
     }
 
+    AgentDouble agent;  // outlives vimd, which closes its connections to it first
     VimdProcess vimd;
-    AgentDouble agent;
 };
 
 TEST_F(Vimctl, TablesByDefaultAndJsonOnRequest) {
@@ -135,6 +135,43 @@ TEST_F(Vimctl, ErrorsExitNonZeroWithTheServersMessage) {
     EXPECT_NE(failed.err.find("failed: agent"), std::string::npos) << failed.err;
     EXPECT_EQ(run({"vm", "frobnicate"}).exit_code, 2);
     EXPECT_EQ(vimctl({"--controller", "http://127.0.0.1:1", "host", "list"}).exit_code, 1);
+}
+
+TEST_F(Vimctl, MaintenanceEvacuatesAndUnmanagedVmsCanBeAdopted) {
+    const auto http = vimd.client();
+    ASSERT_EQ(http.post("/v1/hosts", vim::testing::host_registration("h1", agent.url())).status, 201);
+    ASSERT_EQ(vim::testing::upload_image(http, "debian", "image bytes").status, 201);
+    ASSERT_EQ(
+        run({"vm", "create", "web-1", "--vcpus", "1", "--memory-mib", "256", "--image", "debian", "--wait"})
+            .exit_code,
+        0);
+    AgentDouble other;
+    ASSERT_EQ(http.post("/v1/hosts", vim::testing::host_registration("h2", other.url())).status, 201);
+
+    const auto maintenance = run({"host", "maintenance", "h1", "on"});
+    ASSERT_EQ(maintenance.exit_code, 0) << maintenance.err;
+    const std::string said = "host h1 in maintenance: evacuating its running VMs\noperation ";
+    ASSERT_TRUE(maintenance.out.starts_with(said)) << maintenance.out;
+    const std::string operation =
+        maintenance.out.substr(said.size(), maintenance.out.find(' ', said.size()) - said.size());
+    const auto waited = run({"operation", "wait", operation});
+    ASSERT_EQ(waited.exit_code, 0) << waited.err;
+    EXPECT_EQ(waited.out, "operation " + operation + " evacuate succeeded\n");
+    EXPECT_NE(run({"vm", "show", "web-1"}).out.find("\nhost:               h2\n"), std::string::npos)
+        << run({"vm", "show", "web-1"}).out;
+    // Nothing left to move: the host as it is now.
+    const auto again = run({"host", "maintenance", "h1", "on", "--wait"});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_NE(again.out.find("maintenance"), std::string::npos) << again.out;
+
+    agent.set_unmanaged({{{"pid", 77}, {"command", "vmm --cpus 1"}, {"api_socket", "/run/x.sock"}}});
+    agent.send_heartbeat(http, "h1");
+    const auto list = run({"vm", "list"});
+    EXPECT_NE(list.out.find("unmanaged-h1-77  unmanaged  h1"), std::string::npos) << list.out;
+    const auto adopted = run({"vm", "adopt", "unmanaged-h1-77", "--wait"});
+    ASSERT_EQ(adopted.exit_code, 0) << adopted.err;
+    EXPECT_NE(adopted.out.find("adopt succeeded"), std::string::npos) << adopted.out;
+    EXPECT_EQ(agent.count("POST", "/agent/v1/unmanaged/77/adopt"), 1u);
 }
 
 TEST(VimctlAuth, TheTokenFileComesFromTheFlagOrTheEnvironment) {

@@ -42,7 +42,9 @@ TEST(VimdHosts, RegisterListShowMaintenanceAndEnable) {
     EXPECT_EQ(again.json()["id"], registered.json()["id"]);
     EXPECT_EQ(again.json()["capacity"]["vcpus"], 8);
 
-    EXPECT_EQ(http.post("/v1/hosts/h1/heartbeat", {{"metrics", {{"cpu_load", 0.5}}}}).status, 204);
+    const auto heartbeat = http.post("/v1/hosts/h1/heartbeat", {{"metrics", {{"cpu_load", 0.5}}}});
+    EXPECT_EQ(heartbeat.status, 200);
+    EXPECT_EQ(heartbeat.json(), nlohmann::json({{"vms", nlohmann::json::array()}}));
     EXPECT_EQ(http.get("/v1/hosts/h1").json()["metrics"]["cpu_load"], 0.5);
     EXPECT_EQ(http.patch("/v1/hosts/h1", {{"maintenance", true}}).json()["state"], "maintenance");
     EXPECT_EQ(http.patch("/v1/hosts/h1", {{"maintenance", false}, {"enabled", false}}).json()["state"],

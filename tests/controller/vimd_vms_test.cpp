@@ -41,9 +41,9 @@ protected:
         return vimd.wait_for_operation(reply.json()["operation"]["id"]);
     }
 
+    AgentDouble agent;  // outlives vimd, which closes its connections to it first
     VimdProcess vimd{{.agent_timeout_ms = 1500}};
     HttpClient http = vimd.client();
-    AgentDouble agent;
 };
 
 TEST_F(VimdVms, ACreatedVmIsBuiltByItsHostsAgentAndFollowsItsActions) {

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <set>
+
 #include "controller/api/validation.h"
 
 namespace vim::controller::api {
@@ -42,6 +44,28 @@ void check_mac(const std::string& field, const std::string& mac) {
     if (!valid) {
         throw ValidationError(field, "must be a MAC address such as 52:54:00:12:34:56");
     }
+}
+
+// A free-form object of name -> number (metrics, figures): at most max_values, names 1-64 characters.
+std::map<std::string, double> read_numbers(ObjectReader& reader, const std::string& key,
+                                           std::size_t max_values) {
+    std::map<std::string, double> numbers;
+    auto object = reader.optional_free_object(key);
+    if (!object) {
+        return numbers;
+    }
+    const std::string field = reader.field(key);
+    if (object->size() > max_values) {
+        throw ValidationError(field, "may hold at most " + std::to_string(max_values) + " values");
+    }
+    ObjectReader values(*object, field);
+    for (const auto& [name, value] : object->items()) {
+        if (name.empty() || name.size() > 64) {
+            throw ValidationError(field, "names must be 1 to 64 characters long");
+        }
+        numbers[name] = values.number(name, -1e18, 1e18);
+    }
+    return numbers;
 }
 
 }  // namespace
@@ -107,23 +131,69 @@ nlohmann::json HostRegistration::to_json() const {
 HostHeartbeat HostHeartbeat::from_json(const nlohmann::json& body) {
     ObjectReader reader(body, "");
     HostHeartbeat heartbeat;
-    if (auto metrics = reader.optional_free_object("metrics")) {
-        if (metrics->size() > 256) {
-            throw ValidationError("metrics", "may hold at most 256 values");
+    heartbeat.metrics = read_numbers(reader, "metrics", 256);
+    std::set<std::string> ids;
+    for (auto& item : reader.object_list("vms", kMaxHeartbeatItems)) {
+        Vm vm;
+        vm.id = item.string("id", 64);
+        if (vm.id.empty()) {
+            throw ValidationError(item.field("id"), "must not be empty");
         }
-        for (const auto& [key, value] : metrics->items()) {
-            if (key.empty() || key.size() > 64) {
-                throw ValidationError("metrics", "names must be 1 to 64 characters long");
-            }
-            ObjectReader metric_reader(*metrics, "metrics");
-            heartbeat.metrics[key] = metric_reader.number(key, -1e18, 1e18);
+        if (!ids.insert(vm.id).second) {
+            throw ValidationError(item.field("id"), "\"" + vm.id + "\" is listed twice");
         }
+        const auto state = item.string("state", 16);
+        if (state != "running" && state != "stopped") {
+            throw ValidationError(item.field("state"), "must be running or stopped");
+        }
+        vm.state = state == "running" ? Vm::State::running : Vm::State::stopped;
+        vm.figures = read_numbers(item, "figures", kMaxFigures);
+        item.finish();
+        heartbeat.vms.push_back(std::move(vm));
+    }
+    std::set<std::uint64_t> pids;
+    for (auto& item : reader.object_list("unmanaged", kMaxHeartbeatItems)) {
+        Unmanaged process;
+        process.pid = item.integer("pid", 1, kMaxPid);
+        if (!pids.insert(process.pid).second) {
+            throw ValidationError(item.field("pid"), std::to_string(process.pid) + " is listed twice");
+        }
+        process.command = item.string("command", 4096);
+        process.api_socket = item.optional_string("api_socket", 1024).value_or("");
+        item.finish();
+        heartbeat.unmanaged.push_back(std::move(process));
     }
     reader.finish();
     return heartbeat;
 }
 
-nlohmann::json HostHeartbeat::to_json() const { return {{"metrics", metrics}}; }
+nlohmann::json HostHeartbeat::to_json() const {
+    nlohmann::json body = {
+        {"metrics", metrics}, {"vms", nlohmann::json::array()}, {"unmanaged", nlohmann::json::array()}};
+    for (const auto& vm : vms) {
+        body["vms"].push_back({{"id", vm.id}, {"state", to_string(vm.state)}, {"figures", vm.figures}});
+    }
+    for (const auto& process : unmanaged) {
+        body["unmanaged"].push_back(
+            {{"pid", process.pid}, {"command", process.command}, {"api_socket", process.api_socket}});
+    }
+    return body;
+}
+
+std::string to_string(HostHeartbeat::Vm::State state) {
+    return state == HostHeartbeat::Vm::State::running ? "running" : "stopped";
+}
+
+HeartbeatReply HeartbeatReply::from_json(const nlohmann::json& body) {
+    ObjectReader reader(body, "");
+    HeartbeatReply reply;
+    // A host holds at most what its heartbeat may report, plus the migrations under way to it.
+    reply.vms = reader.string_list("vms", 2 * kMaxHeartbeatItems, 64);
+    reader.finish();
+    return reply;
+}
+
+nlohmann::json HeartbeatReply::to_json() const { return {{"vms", vms}}; }
 
 HostUpdate HostUpdate::from_json(const nlohmann::json& body) {
     ObjectReader reader(body, "");
@@ -388,6 +458,18 @@ AgentMigrate AgentMigrate::from_json(const nlohmann::json& body) {
 }
 
 nlohmann::json AgentMigrate::to_json() const { return {{"uri", uri}}; }
+
+AgentAdopt AgentAdopt::from_json(const nlohmann::json& body) {
+    ObjectReader reader(body, "");
+    AgentAdopt adopt{.id = reader.string("id", 64)};
+    if (adopt.id.empty()) {
+        throw ValidationError("id", "must not be empty");
+    }
+    reader.finish();
+    return adopt;
+}
+
+nlohmann::json AgentAdopt::to_json() const { return {{"id", id}}; }
 
 AgentSnapshot AgentSnapshot::from_json(const nlohmann::json& body) {
     ObjectReader reader(body, "");

@@ -1,3 +1,6 @@
+#include <map>
+#include <set>
+
 #include "sqlite_store_impl.h"
 
 namespace vim::controller::store {
@@ -138,15 +141,150 @@ void SqliteStore::record_heartbeat(const std::string& id, TimeMs at, const std::
     });
 }
 
+namespace {
+
+// The VMs a report may change: on the host, not moving, in a state a guest's life decides.
+struct SettledVm {
+    std::string id;
+    VmState state;
+};
+
+std::vector<SettledVm> settled_vms(Connection& connection, const std::string& host_id) {
+    auto statement =
+        connection.prepare("SELECT id, state FROM vms WHERE host_id = ?1 AND migration_host_id IS NULL AND "
+                           "state IN ('running', 'missing', 'stopped', 'error')");
+    statement.bind(1, host_id);
+    std::vector<SettledVm> vms;
+    while (statement.step()) {
+        vms.push_back({statement.text(0), parse_vm_state(statement.text(1))});
+    }
+    return vms;
+}
+
+// The new state of a settled VM after a report, or nullopt when it stays. A VM in error that its host
+// reports (a create that failed late, an HA restart that found no host while its host was away) is what
+// the host says.
+std::optional<VmState> reported_state(VmState now, const HostReport::VmReport* report) {
+    if (report == nullptr) {
+        return now == VmState::running ? std::optional(VmState::missing) : std::nullopt;
+    }
+    const VmState reported = report->running ? VmState::running : VmState::stopped;
+    return reported == now ? std::nullopt : std::optional(reported);
+}
+
+void record_unmanaged(Connection& connection, const Host& host, const HostReport& report,
+                      HostReportOutcome& outcome) {
+    // pid -> (id, state) of this host's VMs that came from unmanaged processes.
+    std::map<std::int64_t, std::pair<std::string, VmState>> known;
+    {
+        auto statement = connection.prepare(
+            "SELECT unmanaged_pid, id, state FROM vms WHERE host_id = ?1 AND unmanaged_pid != 0");
+        statement.bind(1, host.id);
+        while (statement.step()) {
+            known[statement.integer(0)] = {statement.text(1), parse_vm_state(statement.text(2))};
+        }
+    }
+    std::set<std::int64_t> listed;
+    for (const auto& process : report.unmanaged) {
+        listed.insert(process.pid);
+        const auto found = known.find(process.pid);
+        if (found != known.end()) {
+            // Only a VM still unmanaged follows its process: one being adopted or deleted is an
+            // operation's to change.
+            if (found->second.second == VmState::unmanaged) {
+                const Vm vm = require_vm(connection, found->second.first);
+                if (vm.unmanaged_command != process.command ||
+                    vm.unmanaged_api_socket != process.api_socket) {
+                    Vm refreshed = vm;
+                    refreshed.unmanaged_command = process.command;
+                    refreshed.unmanaged_api_socket = process.api_socket;
+                    refreshed.updated_ms = now_ms();
+                    write_vm(connection, refreshed, false);
+                }
+            }
+            continue;
+        }
+        Vm vm;
+        vm.id = new_id();
+        vm.name = "unmanaged-" + host.name + "-" + std::to_string(process.pid);
+        if (find_vm(connection, "name", vm.name)) {
+            continue;  // a VM someone named so: the process stays unlisted rather than fail the heartbeat
+        }
+        vm.vcpus = process.vcpus;
+        vm.memory_mib = process.memory_mib;
+        vm.host_id = host.id;
+        vm.state = VmState::unmanaged;
+        vm.found_running = true;
+        vm.unmanaged_pid = process.pid;
+        vm.unmanaged_command = process.command;
+        vm.unmanaged_api_socket = process.api_socket;
+        vm.created_ms = vm.updated_ms = now_ms();
+        write_vm(connection, vm, true);
+        outcome.changed.push_back(std::move(vm));
+    }
+    for (const auto& [pid, record] : known) {
+        if (record.second == VmState::unmanaged && !listed.contains(pid)) {
+            outcome.removed.push_back(require_vm(connection, record.first));
+            connection.prepare("DELETE FROM vms WHERE id = ?1").bind(1, record.first).run();
+        }
+    }
+}
+
+}  // namespace
+
+HostReportOutcome SqliteStore::record_host_report(const std::string& id, const HostReport& report) {
+    return impl_->write([&](Connection& connection) {
+        const Host host = require_host(connection, id);
+        connection
+            .prepare("UPDATE hosts SET last_heartbeat_ms = ?2, metrics = ?3, updated_ms = ?4 WHERE id = ?1")
+            .bind(1, id)
+            .bind(2, report.at)
+            .bind(3, report.metrics)
+            .bind(4, now_ms())
+            .run();
+        HostReportOutcome outcome;
+        std::map<std::string, const HostReport::VmReport*> reported;
+        for (const auto& vm : report.vms) {
+            reported[vm.id] = &vm;
+        }
+        for (const auto& vm : settled_vms(connection, id)) {
+            const auto found = reported.find(vm.id);
+            const auto next = reported_state(vm.state, found == reported.end() ? nullptr : found->second);
+            if (next) {
+                outcome.changed.push_back(
+                    change_vm(connection, vm.id, [&](Vm& record) { record.state = *next; }));
+            }
+        }
+        for (const auto& vm : report.vms) {
+            connection.prepare("UPDATE vms SET figures = ?2 WHERE id = ?1 AND host_id = ?3")
+                .bind(1, vm.id)
+                .bind(2, vm.figures)
+                .bind(3, id)
+                .run();
+        }
+        record_unmanaged(connection, host, report, outcome);
+        auto placed = connection.prepare("SELECT id FROM vms WHERE host_id = ?1 OR migration_host_id = ?1");
+        placed.bind(1, id);
+        while (placed.step()) {
+            outcome.placed_vm_ids.push_back(placed.text(0));
+        }
+        return outcome;
+    });
+}
+
 void SqliteStore::delete_host(const std::string& id) {
     impl_->write([&](Connection& connection) {
         Host host = require_host(connection, id);
-        auto vms =
-            count(connection, "SELECT COUNT(*) FROM vms WHERE host_id = ?1 OR migration_host_id = ?1", id);
+        auto vms = count(connection,
+                         "SELECT COUNT(*) FROM vms WHERE (host_id = ?1 OR migration_host_id = ?1) AND "
+                         "state != 'unmanaged'",
+                         id);
         if (vms > 0) {
             throw ConflictError(
                 "host_id", "host " + in_quotes(host.name) + " still has " + std::to_string(vms) + " vms");
         }
+        // What its agent found running there is no VM of ours: it goes with the host.
+        connection.prepare("DELETE FROM vms WHERE host_id = ?1 AND state = 'unmanaged'").bind(1, id).run();
         connection.prepare("DELETE FROM hosts WHERE id = ?1").bind(1, id).run();
     });
 }

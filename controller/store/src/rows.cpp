@@ -125,6 +125,11 @@ Vm read_vm(const Connection::Statement& row) {
     vm.nics = nics_from_json(row.text(15));
     vm.created_ms = row.integer(16);
     vm.updated_ms = row.integer(17);
+    vm.figures = row.text(18);
+    vm.unmanaged_pid = row.integer(19);
+    vm.unmanaged_command = row.text(20);
+    vm.unmanaged_api_socket = row.text(21);
+    vm.found_running = row.integer(22) != 0;
     return vm;
 }
 

@@ -195,10 +195,20 @@ END;
 )sql";
 }
 
+// What hosts report of their VMs: the latest figures, and the KVM processes their agents did not start.
+constexpr const char* kHostReports = R"sql(
+ALTER TABLE vms ADD COLUMN figures TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE vms ADD COLUMN unmanaged_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE vms ADD COLUMN unmanaged_command TEXT NOT NULL DEFAULT '';
+ALTER TABLE vms ADD COLUMN unmanaged_api_socket TEXT NOT NULL DEFAULT '';
+ALTER TABLE vms ADD COLUMN found_running INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX vms_unmanaged ON vms(host_id, unmanaged_pid) WHERE unmanaged_pid != 0;
+)sql";
+
 // Every migration, in order.
 const std::vector<std::string>& migrations() {
     static const std::vector<std::string> all{kTablesAndMigrationHost[0], kTablesAndMigrationHost[1],
-                                              host_usage_migration()};
+                                              host_usage_migration(), kHostReports};
     return all;
 }
 

@@ -56,8 +56,9 @@ inline constexpr int kNetworkColumnCount = 5;
 inline constexpr const char* kVmColumns =
     "id, name, vcpus, memory_mib, disk_gib, image_id, host_id, numa_node, migration_host_id, "
     "migration_numa_node, state, server_group_id, host_affinity, host_anti_affinity, required_cpu_features, "
-    "nics, created_ms, updated_ms";
-inline constexpr int kVmColumnCount = 18;
+    "nics, created_ms, updated_ms, figures, unmanaged_pid, unmanaged_command, unmanaged_api_socket, "
+    "found_running";
+inline constexpr int kVmColumnCount = 23;
 inline constexpr const char* kOperationColumns =
     "id, kind, target_id, state, progress, result, error, created_ms, updated_ms, deadline_ms";
 inline constexpr int kOperationColumnCount = 10;

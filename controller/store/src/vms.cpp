@@ -8,7 +8,9 @@ void validate_vm(const Vm& vm) {
     if (vm.name.empty()) {
         throw InvalidArgumentError("vm name must not be empty");
     }
-    if (vm.vcpus < 1 || vm.memory_mib < 1 || vm.disk_gib < 0) {
+    // A VM found running on a host may have sizes nobody knows.
+    const std::int64_t least = vm.found_running ? 0 : 1;
+    if (vm.vcpus < least || vm.memory_mib < least || vm.disk_gib < 0) {
         throw InvalidArgumentError("vm " + in_quotes(vm.name) +
                                    ": vcpus and memory_mib must be positive and disk_gib not negative");
     }
@@ -40,15 +42,16 @@ Vm require_vm(Connection& connection, const std::string& id) {
 }
 
 void write_vm(Connection& connection, const Vm& vm, bool insert) {
-    std::string sql = insert
-                          ? std::string("INSERT INTO vms (") + kVmColumns +
-                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                                "?16, ?17, ?18)"
-                          : "UPDATE vms SET name = ?2, vcpus = ?3, memory_mib = ?4, disk_gib = ?5, "
-                            "image_id = ?6, host_id = ?7, numa_node = ?8, migration_host_id = ?9, "
-                            "migration_numa_node = ?10, state = ?11, server_group_id = ?12, "
-                            "host_affinity = ?13, host_anti_affinity = ?14, required_cpu_features = ?15, "
-                            "nics = ?16, created_ms = ?17, updated_ms = ?18 WHERE id = ?1";
+    std::string sql =
+        insert ? std::string("INSERT INTO vms (") + kVmColumns +
+                     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                     "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+               : "UPDATE vms SET name = ?2, vcpus = ?3, memory_mib = ?4, disk_gib = ?5, "
+                 "image_id = ?6, host_id = ?7, numa_node = ?8, migration_host_id = ?9, "
+                 "migration_numa_node = ?10, state = ?11, server_group_id = ?12, "
+                 "host_affinity = ?13, host_anti_affinity = ?14, required_cpu_features = ?15, "
+                 "nics = ?16, created_ms = ?17, updated_ms = ?18, figures = ?19, unmanaged_pid = ?20, "
+                 "unmanaged_command = ?21, unmanaged_api_socket = ?22, found_running = ?23 WHERE id = ?1";
     auto statement = connection.prepare(sql);
     statement.bind(1, vm.id).bind(2, vm.name).bind(3, vm.vcpus).bind(4, vm.memory_mib).bind(5, vm.disk_gib);
     statement.bind_reference(6, vm.image_id).bind_reference(7, vm.host_id).bind(8, vm.numa_node);
@@ -56,7 +59,8 @@ void write_vm(Connection& connection, const Vm& vm, bool insert) {
     statement.bind(11, to_string(vm.state)).bind_reference(12, vm.server_group_id);
     statement.bind(13, strings_to_json(vm.host_affinity)).bind(14, strings_to_json(vm.host_anti_affinity));
     statement.bind(15, strings_to_json(vm.required_cpu_features)).bind(16, nics_to_json(vm.nics));
-    statement.bind(17, vm.created_ms).bind(18, vm.updated_ms);
+    statement.bind(17, vm.created_ms).bind(18, vm.updated_ms).bind(19, vm.figures).bind(20, vm.unmanaged_pid);
+    statement.bind(21, vm.unmanaged_command).bind(22, vm.unmanaged_api_socket).bind(23, vm.found_running);
     try {
         statement.run();
     } catch (const UniqueViolationError& violation) {

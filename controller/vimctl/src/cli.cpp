@@ -1,6 +1,5 @@
 #include "controller/vimctl/cli.h"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +10,8 @@
 #include <thread>
 
 #include "controller/api/types.h"
+#include "controller/common/bearer_token.h"
+#include "controller/common/sha256.h"
 #include "controller/vimctl/api_client.h"
 #include "table.h"
 
@@ -28,16 +29,11 @@ struct Options {
 };
 
 std::string read_token(const std::string& path) {
-    std::ifstream file(path);
-    if (!file) {
-        throw ApiError(0, "token file " + path + ": cannot be read");
+    try {
+        return read_token_file(path);
+    } catch (const std::runtime_error& error) {
+        throw ApiError(0, error.what());
     }
-    std::string token((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    const auto first = token.find_first_not_of(" \t\r\n");
-    if (first == std::string::npos) {
-        throw ApiError(0, "token file " + path + ": holds no token");
-    }
-    return token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
 }
 
 std::string file_sha256(const std::filesystem::path& path) {
@@ -45,22 +41,12 @@ std::string file_sha256(const std::filesystem::path& path) {
     if (!file) {
         throw ApiError(0, "image file " + path.string() + ": cannot be read");
     }
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr);
+    Sha256 digest;
     std::vector<char> buffer(1 << 20);
     while (file.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || file.gcount() > 0) {
-        EVP_DigestUpdate(context.get(), buffer.data(), static_cast<std::size_t>(file.gcount()));
+        digest.update({buffer.data(), static_cast<std::size_t>(file.gcount())});
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(context.get(), digest, &length);
-    std::string hex;
-    for (unsigned int i = 0; i < length; ++i) {
-        static constexpr char kDigits[] = "0123456789abcdef";
-        hex += kDigits[digest[i] >> 4];
-        hex += kDigits[digest[i] & 0xf];
-    }
-    return hex;
+    return digest.finish_hex();
 }
 
 // A progress bar on stderr when it is a terminal; nothing otherwise (scripts read stdout).
@@ -255,13 +241,24 @@ void Cli::define_hosts(CLI::App& app) {
     auto* show = host->add_subcommand("show", "show a host");
     show->add_option("name", name_, "host name or id")->required();
     show->callback([this] { action = [this] { this->show(client().get("/v1/hosts/" + name_)); }; });
-    auto* maintenance = host->add_subcommand("maintenance", "put a host in or out of maintenance");
+    auto* maintenance = host->add_subcommand(
+        "maintenance", "put a host in or out of maintenance (on: its running VMs are live-migrated off it)");
     maintenance->add_option("name", name_, "host name or id")->required();
     maintenance->add_option("state", text_, "on or off")->required()->check(CLI::IsMember({"on", "off"}));
+    add_wait_option(maintenance);
     maintenance->callback([this] {
         action = [this] {
-            this->show(client().patch("/v1/hosts/" + name_,
-                                      api::HostUpdate{.maintenance = text_ == "on"}.to_json()));
+            const auto reply =
+                client().patch("/v1/hosts/" + name_, api::HostUpdate{.maintenance = text_ == "on"}.to_json());
+            if (!reply.contains("operation")) {
+                this->show(reply);  // nothing to move
+                return;
+            }
+            if (!options_.json) {
+                std::cout << "host " << reply.at("host").at("name").get<std::string>()
+                          << " in maintenance: evacuating its running VMs\n";
+            }
+            accepted(reply, wait_);
         };
     });
     for (const bool enable : {true, false}) {
@@ -403,8 +400,10 @@ void Cli::define_vms(CLI::App& app) {
     auto* show = vm->add_subcommand("show", "show a VM");
     show->add_option("name", name_, "VM name or id")->required();
     show->callback([this] { action = [this] { this->show(client().get("/v1/vms/" + name_)); }; });
-    for (const char* verb : {"start", "stop", "reboot"}) {
-        auto* command = vm->add_subcommand(verb, std::string(verb) + " a VM");
+    for (const char* verb : {"start", "stop", "reboot", "adopt"}) {
+        auto* command = vm->add_subcommand(verb, std::string(verb) == "adopt"
+                                                     ? std::string("manage an unmanaged VM from now on")
+                                                     : std::string(verb) + " a VM");
         command->add_option("name", name_, "VM name or id")->required();
         add_wait_option(command);
         command->callback([this, verb] {

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "sha256.h"
+#include "controller/common/sha256.h"
 #include "vmm/sys/fd.h"
 
 namespace vim::controller::vimd {

@@ -9,7 +9,7 @@
 #include <iostream>
 #include <thread>
 
-#include "bearer_token.h"
+#include "controller/common/bearer_token.h"
 #include "controller/vimd/server.h"
 
 namespace {
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
     std::string durability = "power-loss";
     std::int64_t agent_timeout_ms = config.agent_timeout.count();
     std::int64_t sweep_ms = config.operation_sweep_interval.count();
+    std::int64_t host_dead_after_ms = config.host_dead_after.count();
     app.add_option("--listen", listen, "HOST:PORT to serve on (port 0: any free port)")
         ->capture_default_str();
     app.add_option("--db", db, "the SQLite file (default: <state-dir>/vimd.db)");
@@ -66,6 +67,15 @@ int main(int argc, char** argv) {
     app.add_option("--heartbeat-staleness-ms", config.scheduler.heartbeat_staleness_ms,
                    "a host not heard from for longer is not chosen")
         ->check(CLI::Range(1, 24 * 3600 * 1000))
+        ->capture_default_str();
+    app.add_option("--host-dead-after-ms", host_dead_after_ms,
+                   "a host with no heartbeat for this long is down and its VMs are restarted on other hosts "
+                   "(0: never)")
+        ->check(CLI::Range(0, 24 * 3600 * 1000))
+        ->capture_default_str();
+    app.add_option("--evacuation-parallel", config.evacuation_parallel,
+                   "live migrations at once when a host goes into maintenance")
+        ->check(CLI::Range(1, 64))
         ->capture_default_str();
     app.add_option("--max-image-bytes", config.max_image_bytes, "the largest image upload")
         ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 50))
@@ -99,6 +109,7 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(log_level));
     config.agent_timeout = std::chrono::milliseconds(agent_timeout_ms);
     config.operation_sweep_interval = std::chrono::milliseconds(sweep_ms);
+    config.host_dead_after = std::chrono::milliseconds(host_dead_after_ms);
     config.durability = durability == "process-crash"
                             ? vim::controller::store::SqliteStore::Durability::process_crash
                             : vim::controller::store::SqliteStore::Durability::power_loss;
@@ -116,7 +127,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<vim::controller::vimd::Server> server;
     try {
         if (!token_file.empty()) {
-            config.token = vim::controller::vimd::read_token_file(token_file);
+            config.token = vim::controller::read_token_file(token_file);
         }
     } catch (const std::exception& error) {
         std::cerr << "error: " << error.what() << "\n";

@@ -76,9 +76,10 @@ void OperationRunner::worker() {
                    outcome.target_vm_change);
         } catch (const std::exception& error) {
             spdlog::warn("operation {} failed: {}", task.operation_id, error.what());
+            const auto* failure = dynamic_cast<const OperationFailure*>(&error);
             try {
-                finish(task.operation_id, store::OperationState::failed, nlohmann::json::object(),
-                       error.what());
+                finish(task.operation_id, store::OperationState::failed,
+                       failure != nullptr ? failure->result() : nlohmann::json::object(), error.what());
             } catch (const std::exception& store_error) {
                 spdlog::error("operation {}: recording its failure: {}", task.operation_id,
                               store_error.what());

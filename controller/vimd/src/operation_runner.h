@@ -6,6 +6,7 @@
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +15,17 @@
 #include "metrics.h"
 
 namespace vim::controller::vimd {
+
+// What a work throws when it failed but has a result to keep (an evacuation: which VMs moved, which did not).
+class OperationFailure : public std::runtime_error {
+public:
+    OperationFailure(const std::string& message, nlohmann::json result)
+        : std::runtime_error(message), result_(std::move(result)) {}
+    const nlohmann::json& result() const { return result_; }
+
+private:
+    nlohmann::json result_;
+};
 
 // Runs operations (already stored as pending) on a pool of threads: each goes running, then succeeded
 // with its work's result or failed with what the work threw. A sweeper fails every pending or running

@@ -9,8 +9,8 @@
 #include <charconv>
 #include <string_view>
 
-#include "bearer_token.h"
 #include "controller/api/validation.h"
+#include "controller/common/bearer_token.h"
 #include "service.h"
 #include "vmm/sys/error.h"
 

@@ -93,6 +93,7 @@ const std::vector<Service::RouteHandler>& Service::route_table() {
         {"POST", "/v1/vms/{id}/reboot", &Service::reboot_vm},
         {"POST", "/v1/vms/{id}/migrate", &Service::migrate_vm},
         {"POST", "/v1/vms/{id}/snapshot", &Service::snapshot_vm},
+        {"POST", "/v1/vms/{id}/adopt", &Service::adopt_vm},
         {"POST", "/v1/server-groups", &Service::create_server_group},
         {"GET", "/v1/server-groups", &Service::list_server_groups},
         {"GET", "/v1/server-groups/{id}", &Service::show_server_group},
@@ -128,15 +129,31 @@ Service::Service(const Config& config)
                          "Time to place a VM: the decision and its durable claim."),
       operations_finished_("vim_operations_finished_total",
                            "Operations that ended since start, by kind and state.") {
-    placement_ = std::make_unique<scheduler::Placement>(*store_, config.scheduler);
+    // A down host must not be chosen either, however long the scheduler lets a host stay quiet.
+    if (config_.host_dead_after.count() > 0 &&
+        config_.scheduler.heartbeat_staleness_ms > config_.host_dead_after.count()) {
+        config_.scheduler.heartbeat_staleness_ms = config_.host_dead_after.count();
+    }
+    placement_ = std::make_unique<scheduler::Placement>(*store_, config_.scheduler);
     runner_ = std::make_unique<OperationRunner>(*store_, config.operation_threads,
                                                 config.operation_sweep_interval, operations_finished_);
     recover_unfinished();
+    if (config_.host_dead_after.count() > 0) {
+        watcher_ = std::thread([this] { watch_hosts(); });
+    }
 }
 
 Service::~Service() { stop(); }
 
 void Service::stop() {
+    {
+        std::lock_guard lock(watch_mutex_);
+        watch_stopping_ = true;
+    }
+    watch_wake_.notify_all();
+    if (watcher_.joinable()) {
+        watcher_.join();
+    }
     if (runner_) {
         runner_->stop();
     }
@@ -191,6 +208,9 @@ store::Network Service::find_network(const std::string& id_or_name) {
 }
 
 std::string Service::host_state(const store::Host& host, store::TimeMs now) const {
+    if (host_down(host, now)) {
+        return "down";
+    }
     if (!host.enabled) {
         return "disabled";
     }
@@ -246,24 +266,31 @@ nlohmann::json Service::vm_json(const store::Vm& vm) {
     for (const auto& nic : vm.nics) {
         nics.push_back({{"network_id", nic.network_id}, {"mac", nic.mac}, {"ip", nic.ip}});
     }
-    return {{"id", vm.id},
-            {"name", vm.name},
-            {"vcpus", vm.vcpus},
-            {"memory_mib", vm.memory_mib},
-            {"disk_gib", vm.disk_gib},
-            {"image_id", vm.image_id},
-            {"host_id", vm.host_id},
-            {"host", host_name},
-            {"numa_node", vm.numa_node},
-            {"migration_host_id", vm.migration_host_id},
-            {"state", store::to_string(vm.state)},
-            {"server_group_id", vm.server_group_id},
-            {"host_affinity", vm.host_affinity},
-            {"host_anti_affinity", vm.host_anti_affinity},
-            {"cpu_features", sorted(vm.required_cpu_features)},
-            {"nics", nics},
-            {"created_ms", vm.created_ms},
-            {"updated_ms", vm.updated_ms}};
+    nlohmann::json record = {{"id", vm.id},
+                             {"name", vm.name},
+                             {"vcpus", vm.vcpus},
+                             {"memory_mib", vm.memory_mib},
+                             {"disk_gib", vm.disk_gib},
+                             {"image_id", vm.image_id},
+                             {"host_id", vm.host_id},
+                             {"host", host_name},
+                             {"numa_node", vm.numa_node},
+                             {"migration_host_id", vm.migration_host_id},
+                             {"state", store::to_string(vm.state)},
+                             {"server_group_id", vm.server_group_id},
+                             {"host_affinity", vm.host_affinity},
+                             {"host_anti_affinity", vm.host_anti_affinity},
+                             {"cpu_features", sorted(vm.required_cpu_features)},
+                             {"nics", nics},
+                             {"figures", parse_stored_json(vm.figures)},
+                             {"created_ms", vm.created_ms},
+                             {"updated_ms", vm.updated_ms}};
+    if (vm.unmanaged_pid != 0) {
+        record["unmanaged"] = {{"pid", vm.unmanaged_pid},
+                               {"command", vm.unmanaged_command},
+                               {"api_socket", vm.unmanaged_api_socket}};
+    }
+    return record;
 }
 
 // ---- service routes ----
@@ -274,7 +301,7 @@ void Service::metrics(Call& call) {
     const store::TimeMs now = store::now_ms();
     std::map<std::string, double> hosts_by_state;
     std::map<std::string, double> capacity;
-    for (const char* state : {"ready", "maintenance", "disabled", "stale"}) {
+    for (const char* state : {"ready", "maintenance", "disabled", "stale", "down"}) {
         hosts_by_state["state=" + label_value(state)] = 0;
     }
     placement_->with_view([&](const scheduler::ClusterView& view) {
@@ -423,6 +450,14 @@ void Service::update_host(Call& call) {
     });
     placement_->sync_host(host);
     spdlog::info("host {}: enabled {}, maintenance {}", host.name, host.enabled, host.maintenance);
+    if (update.maintenance.value_or(false)) {
+        if (auto evacuation = start_evacuation(host)) {
+            call.response.set_header("Location", "/v1/operations/" + evacuation->id);
+            reply_json(call.response, 202,
+                       {{"operation", operation_json(*evacuation)}, {"host", host_json(host)}});
+            return;
+        }
+    }
     reply_json(call.response, 200, host_json(host));
 }
 
@@ -431,15 +466,6 @@ void Service::remove_host(Call& call) {
     store_->delete_host(host.id);
     placement_->forget_host(host.id);
     spdlog::info("host {} removed", host.name);
-    call.response.status = 204;
-}
-
-void Service::host_heartbeat(Call& call) {
-    const auto heartbeat = api::HostHeartbeat::from_json(call.json_body(true));
-    const auto host = find_host(call.parameter());
-    const store::TimeMs now = store::now_ms();
-    store_->record_heartbeat(host.id, now, nlohmann::json(heartbeat.metrics).dump());
-    placement_->record_heartbeat(host.id, now);
     call.response.status = 204;
 }
 

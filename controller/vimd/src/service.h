@@ -2,11 +2,15 @@
 
 #include <httplib.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent_client.h"
@@ -94,6 +98,7 @@ public:
     void reboot_vm(Call& call);
     void migrate_vm(Call& call);
     void snapshot_vm(Call& call);
+    void adopt_vm(Call& call);
     void create_server_group(Call& call);
     void list_server_groups(Call& call);
     void show_server_group(Call& call);
@@ -141,6 +146,29 @@ private:
     void replay_idempotent(Call& call, const store::IdempotencyRecord& record,
                            const std::string& request_hash);
     void recover_unfinished();
+    // After a restart, a VM that an operation of the earlier run was moving is given to one host, and the
+    // agents then fence by the heartbeat replies. A live migration (ask_target false) went to the target
+    // when the source's agent has let the VM go (it forgets a VM only once it handed it over); an HA
+    // restart (ask_target true) when the target's agent runs it. Otherwise it stays, in state_if_kept.
+    void settle_interrupted_move(const std::string& vm_id, store::VmState state_if_kept, bool ask_target);
+
+    // Live migration: claims a target (the named host, or the best) for a running VM, which becomes
+    // migrating; run_migrate then moves it.
+    store::Vm begin_migration(const std::string& vm_id, const std::string& target_host_name);
+    // Maintenance: live-migrates the running VMs off a host, least dirty first; nullopt when none runs
+    // there. An evacuation of the host already under way is returned rather than started again.
+    std::optional<store::Operation> start_evacuation(const store::Host& host);
+    nlohmann::json run_evacuation(const std::string& host_id, const OperationRunner::Progress& progress);
+    nlohmann::json evacuate_vm(const store::Vm& vm, const std::string& host_id);
+    OperationRunner::Outcome run_adopt(const std::string& vm_id);
+
+    // HA: a host not heard from for config_.host_dead_after is down, and its running (or missing) VMs
+    // are created again on other hosts, each by an ha-restart operation.
+    bool host_down(const store::Host& host, store::TimeMs now) const;
+    void watch_hosts();
+    void restart_vms_of_down_hosts();
+    OperationRunner::Outcome run_ha_restart(const std::string& vm_id);
+    std::vector<store::Vm> vms_on_host(const std::string& host_id);
 
     Config config_;
     std::string advertise_url_;
@@ -152,6 +180,13 @@ private:
     LatencyHistograms placement_latency_;
     Counters operations_finished_;
     std::unique_ptr<OperationRunner> runner_;
+    // Heartbeats count from this process's start: hosts are not down merely because vimd was.
+    store::TimeMs started_ms_ = store::now_ms();
+    std::mutex watch_mutex_;
+    std::condition_variable watch_wake_;
+    bool watch_stopping_ = false;
+    std::set<std::string> down_hosts_;  // as the last check saw them, to log changes
+    std::thread watcher_;
 };
 
 }  // namespace vim::controller::vimd

@@ -1,8 +1,8 @@
 #include <spdlog/spdlog.h>
 
 #include "controller/api/validation.h"
+#include "controller/common/sha256.h"
 #include "service.h"
-#include "sha256.h"
 
 namespace vim::controller::vimd {
 
@@ -37,6 +37,12 @@ nlohmann::json Service::call_agent(const std::string& host_id, const std::string
 }
 
 api::AgentVmSpec Service::agent_spec(const store::Vm& vm) {
+    if (vm.found_running) {
+        throw HttpError(409,
+                        "vm \"" + vm.name +
+                            "\" was found running on its host: the controller does not know its image and "
+                            "disks, so no agent can create it elsewhere");
+    }
     api::AgentVmSpec spec;
     spec.id = vm.id;
     spec.name = vm.name;
@@ -310,9 +316,13 @@ void Service::delete_vm(Call& call) {
 nlohmann::json Service::run_delete(const std::string& vm_id) {
     try {
         const auto vm = store_->get_vm(vm_id);
+        // A process the agent does not manage is stopped rather than deleted: its disks are not the agent's.
+        const std::string path = vm.unmanaged_pid != 0
+                                     ? "/agent/v1/unmanaged/" + std::to_string(vm.unmanaged_pid) + "/stop"
+                                     : "/agent/v1/vms/" + vm_id;
         if (!vm.host_id.empty()) {
             try {
-                call_agent(vm.host_id, "DELETE", "/agent/v1/vms/" + vm_id, {});
+                call_agent(vm.host_id, vm.unmanaged_pid != 0 ? "POST" : "DELETE", path, {});
             } catch (const AgentError& error) {
                 if (error.status() != 404) {  // 404: the agent has no such VM, which is what we want
                     throw;
@@ -338,18 +348,22 @@ void Service::migrate_vm(Call& call) {
     if (request.host) {
         resolve("host", "host", *request.host, [this](const auto& name) { return find_host(name); });
     }
-    vm = transition_vm(vm.id, {store::VmState::running}, store::VmState::migrating, "migrate");
-    try {
-        vm = placement_->claim_migration(vm.id, request.host.value_or(""));
-    } catch (...) {
-        store_->update_vm(vm.id, [](store::Vm& record) { record.state = store::VmState::running; });
-        throw;
-    }
+    vm = begin_migration(vm.id, request.host.value_or(""));
     const auto operation = store_->create_operation(new_operation("migrate", vm.id, 2));
     runner_->submit(operation.id, [this, id = vm.id](const OperationRunner::Progress& progress) {
         return run_migrate(id, progress);
     });
     reply_accepted(call, operation, vm);
+}
+
+store::Vm Service::begin_migration(const std::string& vm_id, const std::string& target_host_name) {
+    const auto vm = transition_vm(vm_id, {store::VmState::running}, store::VmState::migrating, "migrate");
+    try {
+        return placement_->claim_migration(vm.id, target_host_name);
+    } catch (...) {
+        store_->update_vm(vm.id, [](store::Vm& record) { record.state = store::VmState::running; });
+        throw;
+    }
 }
 
 nlohmann::json Service::run_migrate(const std::string& vm_id, const OperationRunner::Progress& progress) {
@@ -384,15 +398,53 @@ nlohmann::json Service::run_migrate(const std::string& vm_id, const OperationRun
     }
 }
 
+void Service::settle_interrupted_move(const std::string& vm_id, store::VmState state_if_kept,
+                                      bool ask_target) {
+    auto vm = store_->get_vm(vm_id);
+    if (vm.migration_host_id.empty()) {
+        // The move had not claimed a target yet.
+        vm = store_->update_vm(vm_id, [&](store::Vm& record) { record.state = state_if_kept; });
+        placement_->sync_vm(vm);
+        return;
+    }
+    bool handed_over = false;
+    try {
+        const auto status =
+            call_agent(ask_target ? vm.migration_host_id : vm.host_id, "GET", "/agent/v1/vms/" + vm_id, {});
+        handed_over = ask_target && status.value("state", "") == "running";
+    } catch (const AgentError& error) {
+        handed_over = !ask_target && error.status() == 404;
+    } catch (const std::exception& error) {
+        spdlog::warn("vm {}: asking an agent where it runs: {}", vm_id, error.what());
+    }
+    vm = store_->finish_migration(vm_id, handed_over);
+    vm = store_->update_vm(vm_id, [&](store::Vm& record) {
+        record.state = handed_over ? store::VmState::running : state_if_kept;
+    });
+    placement_->sync_vm(vm);
+    spdlog::warn("vm {}: an interrupted move leaves it on host {}", vm.name, vm.host_id);
+}
+
 void Service::recover_unfinished() {
     const auto left = runner_->fail_unfinished("the controller restarted before the operation finished");
     for (const auto& operation : left) {
         try {
             if (operation.kind == "migrate") {
-                auto vm = store_->finish_migration(operation.target_id, false);
-                vm = store_->update_vm(vm.id,
-                                       [](store::Vm& record) { record.state = store::VmState::running; });
-                placement_->sync_vm(vm);
+                settle_interrupted_move(operation.target_id, store::VmState::running, false);
+            } else if (operation.kind == "ha-restart") {
+                // Kept on its down host, it is missing there: the next check restarts it again.
+                settle_interrupted_move(operation.target_id, store::VmState::missing, true);
+            } else if (operation.kind == "evacuate") {
+                for (const auto& vm : vms_on_host(operation.target_id)) {
+                    if (vm.state == store::VmState::migrating && !vm.migration_host_id.empty()) {
+                        settle_interrupted_move(vm.id, store::VmState::running, false);
+                    }
+                }
+            } else if (operation.kind == "adopt") {
+                // Whether the agent took the process over is unknown: it stays as found, and a heartbeat
+                // that no longer lists it as unmanaged (adopted after all) removes the record.
+                store_->update_vm(operation.target_id,
+                                  [](store::Vm& record) { record.state = store::VmState::unmanaged; });
             } else if (operation.kind == "create" || operation.kind == "delete") {
                 store_->update_vm(operation.target_id,
                                   [](store::Vm& record) { record.state = store::VmState::error; });

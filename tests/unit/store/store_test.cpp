@@ -733,19 +733,19 @@ TEST_F(StoreTest, HostUsageIsCountedFromTheVmsOfAnOlderFile) {
         new_host.name = "h1";
         new_host.capacity = {64, 65536, 1000};
         host = old_store.create_host(new_host);
-        for (int i = 0; i < 3; ++i) {
-            Vm vm;
-            vm.name = "vm-";
-            vm.name += std::to_string(i);
-            vm.vcpus = 2;
-            vm.memory_mib = 1024;
-            vm.disk_gib = 10;
-            old_store.create_vm({vm, std::nullopt, std::nullopt});
-        }
     }
-    // As version 2 placed them: two on the host's node 0, one migrating to it.
+    // Rows as version 2 wrote them (this build's create_vm writes columns of later versions), placed as
+    // version 2 placed them: two on the host's node 0, one migrating to it.
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(old_path.c_str(), &db), SQLITE_OK);
+    for (int i = 0; i < 3; ++i) {
+        const std::string row =
+            "INSERT INTO vms (id, name, vcpus, memory_mib, disk_gib, numa_node, state, host_affinity, "
+            "host_anti_affinity, required_cpu_features, nics, created_ms, updated_ms) VALUES ('id-" +
+            std::to_string(i) + "', 'vm-" + std::to_string(i) +
+            "', 2, 1024, 10, -1, 'scheduled', '[]', '[]', '[]', '[]', 1, 1)";
+        ASSERT_EQ(sqlite3_exec(db, row.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    }
     const std::string place = "UPDATE vms SET host_id = '" + host.id +
                               "', numa_node = 0 WHERE name IN ('vm-0', 'vm-1'); "
                               "UPDATE vms SET migration_host_id = '" +

@@ -52,11 +52,42 @@ struct HostRegistration {
     nlohmann::json to_json() const;
 };
 
-// POST /v1/hosts/{name}/heartbeat
+inline constexpr std::size_t kMaxHeartbeatItems = 4096;  // of vms, and of unmanaged, per heartbeat
+inline constexpr std::size_t kMaxFigures = 64;           // per VM
+inline constexpr std::uint64_t kMaxPid = 1ull << 22;     // the kernel's highest pid_max
+
+// POST /v1/hosts/{name}/heartbeat: the host's metrics, the VMs its agent manages, and the KVM processes
+// on it that the agent did not start.
 struct HostHeartbeat {
+    struct Vm {
+        enum class State { running, stopped };  // stopped: the guest powered off
+        std::string id;
+        State state = State::running;
+        // resident_mib, vcpu_time_ms, vm_exits, balloon_mib, disk_read_bytes, disk_write_bytes,
+        // net_rx_bytes, net_tx_bytes, dirty_rate_pages_per_s, ...: all optional
+        std::map<std::string, double> figures;
+    };
+    struct Unmanaged {
+        std::uint64_t pid = 0;
+        std::string command;     // its command line, arguments joined by spaces
+        std::string api_socket;  // its vmm control socket, "" when unknown
+    };
     std::map<std::string, double> metrics;  // e.g. cpu_load, memory_used_mib, running_vms
+    std::vector<Vm> vms;                    // ids unique
+    std::vector<Unmanaged> unmanaged;       // pids unique
 
     static HostHeartbeat from_json(const nlohmann::json& body);
+    nlohmann::json to_json() const;
+};
+std::string to_string(HostHeartbeat::Vm::State state);
+
+// The reply to a heartbeat: every VM the controller places on the host (as its host, or as the target of
+// a migration under way). The agent stops and forgets the VMs it manages that are not listed (fencing),
+// except those it created after it sent the heartbeat.
+struct HeartbeatReply {
+    std::vector<std::string> vms;
+
+    static HeartbeatReply from_json(const nlohmann::json& body);
     nlohmann::json to_json() const;
 };
 
@@ -183,6 +214,14 @@ struct AgentMigrate {
     std::string uri;  // tcp:HOST:PORT
 
     static AgentMigrate from_json(const nlohmann::json& body);
+    nlohmann::json to_json() const;
+};
+
+// POST /agent/v1/unmanaged/{pid}/adopt: the agent manages that process from now on under this id.
+struct AgentAdopt {
+    std::string id;
+
+    static AgentAdopt from_json(const nlohmann::json& body);
     nlohmann::json to_json() const;
 };
 

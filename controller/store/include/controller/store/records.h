@@ -133,6 +133,16 @@ struct Vm {
     std::vector<std::string> host_anti_affinity;  // host names never to use
     std::set<std::string> required_cpu_features;
     std::vector<Nic> nics;
+    // The latest figures its agent reported (JSON text, name -> number: resident_mib,
+    // dirty_rate_pages_per_s, ...).
+    std::string figures = "{}";
+    // Found running on a host rather than created by the controller (unmanaged, or adopted since): it has
+    // no image, and vcpus and memory_mib are 0 where its command line did not tell them.
+    bool found_running = false;
+    // Such a VM's process while it is unmanaged, known by its pid on its host; 0 for every other VM.
+    std::int64_t unmanaged_pid = 0;
+    std::string unmanaged_command;
+    std::string unmanaged_api_socket;  // "" when unknown
     TimeMs created_ms = 0;
     TimeMs updated_ms = 0;
     bool operator==(const Vm&) const = default;

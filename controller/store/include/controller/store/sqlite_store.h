@@ -61,6 +61,7 @@ public:
     Page<Host> list_hosts(const HostFilter& filter, const PageRequest& page) override;
     Host update_host(const std::string& id, const std::function<void(Host&)>& change) override;
     void record_heartbeat(const std::string& id, TimeMs at, const std::string& metrics) override;
+    HostReportOutcome record_host_report(const std::string& id, const HostReport& report) override;
     void delete_host(const std::string& id) override;
     Resources host_usage(const std::string& id) override;
 

@@ -50,6 +50,33 @@ struct OperationFilter {
     bool newest_first = false;              // "recent operations"
 };
 
+// What a host's agent reported in one heartbeat.
+struct HostReport {
+    struct VmReport {
+        std::string id;
+        bool running = true;  // false: the guest powered off
+        std::string figures = "{}";
+    };
+    struct Process {  // a KVM process on the host that its agent did not start
+        std::int64_t pid = 0;
+        std::string command;
+        std::string api_socket;
+        std::int64_t vcpus = 0;  // 0 when unknown
+        std::int64_t memory_mib = 0;
+    };
+    TimeMs at = 0;
+    std::string metrics = "{}";
+    std::vector<VmReport> vms;
+    std::vector<Process> unmanaged;
+};
+
+struct HostReportOutcome {
+    // Every VM placed on the host (host_id or migration_host_id), whatever its state.
+    std::vector<std::string> placed_vm_ids;
+    std::vector<Vm> changed;  // VMs whose state the report changed, and the unmanaged ones it added
+    std::vector<Vm> removed;  // unmanaged VMs it no longer lists
+};
+
 // A VM to create, with what must be written in the same transaction as it.
 struct VmCreation {
     // vm.host_id "": inserted unplaced. Otherwise a claim: the store re-checks, inside its write
@@ -84,13 +111,21 @@ class Store {
 public:
     virtual ~Store() = default;
 
-    // Hosts. delete_host refuses (ConflictError "host_id") while a VM is placed on or migrating to it.
+    // Hosts. delete_host refuses (ConflictError "host_id") while a VM is placed on or migrating to it; the
+    // unmanaged VMs found on it go with it.
     virtual Host create_host(Host host) = 0;
     virtual Host get_host(const std::string& id) = 0;
     virtual std::optional<Host> find_host_by_name(const std::string& name) = 0;
     virtual Page<Host> list_hosts(const HostFilter& filter, const PageRequest& page) = 0;
     virtual Host update_host(const std::string& id, const std::function<void(Host&)>& change) = 0;
     virtual void record_heartbeat(const std::string& id, TimeMs at, const std::string& metrics) = 0;
+    // record_heartbeat, and what the report says of the host's VMs, in one transaction. Only VMs that no
+    // operation is moving (host_id is the host, no migration) change: running and not reported -> missing;
+    // running, missing, stopped or error and reported -> running or stopped as reported; each reported VM's
+    // figures are kept. Unmanaged processes (known by their pid on the host) become VMs in state unmanaged
+    // named "unmanaged-<host name>-<pid>" (refreshed when listed again, removed when no longer listed);
+    // they hold their host's resources but are not claims: no check refuses them.
+    virtual HostReportOutcome record_host_report(const std::string& id, const HostReport& report) = 0;
     virtual void delete_host(const std::string& id) = 0;
     // What the VMs placed on (or migrating to) a host hold.
     virtual Resources host_usage(const std::string& id) = 0;

@@ -28,6 +28,9 @@ struct Config {
     std::chrono::milliseconds operation_sweep_interval{500};
     std::size_t http_threads = 64;       // connections served at once (each keep-alive client holds one)
     std::size_t operation_threads = 16;  // agent calls in flight at once
+    // A host with no heartbeat for this long is down: its VMs are restarted on other hosts (HA). 0: never.
+    std::chrono::milliseconds host_dead_after{30'000};
+    std::size_t evacuation_parallel = 2;  // live migrations at once when a host goes into maintenance
     scheduler::Config scheduler;
 };
 

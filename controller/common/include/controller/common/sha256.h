@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace vim::controller::vimd {
+namespace vim::controller {
 
 // An incremental SHA-256 over OpenSSL's EVP interface (SHA-NI or AVX2 where the CPU has them).
 class Sha256 {
@@ -25,4 +25,4 @@ private:
 
 std::string sha256_hex(std::string_view data);
 
-}  // namespace vim::controller::vimd
+}  // namespace vim::controller

@@ -1,8 +1,8 @@
-#include "sha256.h"
+#include "controller/common/sha256.h"
 
 #include <stdexcept>
 
-namespace vim::controller::vimd {
+namespace vim::controller {
 
 Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
     if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1) {
@@ -37,4 +37,4 @@ std::string sha256_hex(std::string_view data) {
     return hash.finish_hex();
 }
 
-}  // namespace vim::controller::vimd
+}  // namespace vim::controller

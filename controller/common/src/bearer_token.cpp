@@ -1,4 +1,4 @@
-#include "bearer_token.h"
+#include "controller/common/bearer_token.h"
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -7,7 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 
-namespace vim::controller::vimd {
+namespace vim::controller {
 
 std::string read_token_file(const std::filesystem::path& path) {
     std::ifstream file(path);
@@ -39,4 +39,4 @@ bool bearer_matches(std::string_view authorization_header, std::string_view expe
     return CRYPTO_memcmp(presented_digest, expected_digest, SHA256_DIGEST_LENGTH) == 0;
 }
 
-}  // namespace vim::controller::vimd
+}  // namespace vim::controller

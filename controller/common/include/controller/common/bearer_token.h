@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace vim::controller::vimd {
+namespace vim::controller {
 
 // The token of a token file: its content with surrounding whitespace (a trailing newline) removed.
 // Throws std::runtime_error naming the file when it cannot be read or holds no token.
@@ -14,4 +14,4 @@ std::string read_token_file(const std::filesystem::path& path);
 // whatever the bytes (it compares digests of both), so a client cannot find the token byte by byte.
 bool bearer_matches(std::string_view authorization_header, std::string_view expected);
 
-}  // namespace vim::controller::vimd
+}  // namespace vim::controller
