@@ -9,7 +9,7 @@ cd "$root"
 
 scripts/install-deps.sh
 scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release
-tests/kvm-sandbox/kvm-run --retries 2 -- bash -c 'scripts/demo-vm.sh &&
+tests/kvm-sandbox/kvm-run --retries 2 -- bash -c 'scripts/demo-vm.sh && scripts/demo-cluster.py &&
     echo "== cost of a VM exit: to this process vs. handled in the kernel" &&
     build/release/bench/kvm_exit_bench --benchmark_counters_tabular=true --benchmark_color=false 2>&1 |
         grep -E "^(Benchmark|BM_|-)"'

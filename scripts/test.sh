@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: the format check, unit tests and the controller's process
 # tests under ASan + UBSan, a bounded fuzzing run, then, in one sandbox (or
-# natively on a hardware-KVM host), the network-namespace tests and the KVM
-# tests, with smoke runs of the network and migration benchmarks; then smoke
-# runs of the other benchmarks.
+# natively on a hardware-KVM host), the network-namespace tests, the KVM
+# tests and the system tests (vimd, hostd and guests end to end), with smoke
+# runs of the network and migration benchmarks; then smoke runs of the other
+# benchmarks.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -21,8 +22,8 @@ ctest --test-dir build/sanitize -L 'unit|controller' --output-on-failure -j 2
 echo "== fuzzing (60 s over the virtqueue and block request fuzzers)"
 scripts/fuzz.sh 60
 
-echo "== network-namespace tests, KVM tests, network and migration benchmark smoke runs"
-scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release -- tests_kvm vimd \
+echo "== network-namespace tests, KVM tests, system tests, network and migration benchmark smoke runs"
+scripts/build.sh build/release -DCMAKE_BUILD_TYPE=Release -- tests_kvm tests_e2e vimd \
     block_engine_bench migration_bench hwprobe_bench placement_bench
 # The Debian image the distribution test boots: built once, then cached.
 tests/guest/build-debian-image.sh
@@ -32,6 +33,7 @@ tests/guest/build-debian-image.sh
 tests/kvm-sandbox/kvm-run --retries 2 -- sh -c '
     ctest --test-dir build/sanitize -L netns --output-on-failure &&
     ctest --test-dir build/release -L kvm --output-on-failure &&
+    ctest --test-dir build/release -L e2e --output-on-failure &&
     bench/net_compare.py --quick --build build/release &&
     bench/migration_compare.py --quick --build build/release'
 

@@ -83,7 +83,8 @@ if [[ -n "$kernel_version" ]]; then
 fi
 
 cp "$here/init" "$root/init"
-chmod 0755 "$root/init"
+cp "$here/watch-neighbours" "$root/bin/watch-neighbours"
+chmod 0755 "$root/init" "$root/bin/watch-neighbours"
 
 find "$root" -exec touch -h -d @0 {} +
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --reproducible -R 0:0 --quiet) \
