@@ -21,6 +21,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,11 +73,18 @@ def vmm_command_of(cluster, host, vm_id):
 
 
 def relocated(command, directory):
-    """The command with its control socket and console moved into directory."""
+    """The command with its control socket, console and copies of its disks in directory (deleting
+    the VM deletes its own disks)."""
     result = list(command)
     for flag, value in (("--api-socket", os.path.join(directory, "api.sock")),
                         ("--serial", "file=" + os.path.join(directory, "console.log"))):
         result[result.index(flag) + 1] = value
+    for index, argument in enumerate(result):
+        if index > 0 and result[index - 1] == "--disk" and argument.startswith("path="):
+            path, _, options = argument[len("path="):].partition(",")
+            copy = os.path.join(directory, os.path.basename(path))
+            shutil.copyfile(path, copy)
+            result[index] = f"path={copy}" + (f",{options}" if options else "")
     return result
 
 
@@ -90,12 +98,12 @@ def provisioning(cluster, runs):
         vm_id = created["vm"]["id"] if "vm" in created else created["id"]
         console = os.path.join(cluster.state_dir("h1"), "vms", vm_id, "console.log")
         managed.append(wait_for_line(console, READY) - started)
-        command = vmm_command_of(cluster, "h1", vm_id)
-        cluster.vimctl("vm", "delete", name, "--wait")
         directory = os.path.join(cluster.work, f"by-hand-{run}")
         os.makedirs(directory)
+        command = relocated(vmm_command_of(cluster, "h1", vm_id), directory)
+        cluster.vimctl("vm", "delete", name, "--wait")
         started = time.monotonic()
-        process = subprocess.Popen(relocated(command, directory), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    preexec_fn=in_namespace(cluster.namespace("h1")))
         by_hand.append(wait_for_line(os.path.join(directory, "console.log"), READY) - started)

@@ -62,7 +62,8 @@ def main():
         show(cluster, "host", "maintenance", target, "on", "--wait")
         show(cluster, "vm", "list")
         show(cluster, "host", "list")
-        show(cluster, "host", "maintenance", target, "off")
+        cluster.vimctl("host", "maintenance", target, "off")
+        print(f"{target} is back in service")
         step("operation list")
         show(cluster, "operation", "list")
 

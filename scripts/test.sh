@@ -35,7 +35,8 @@ tests/kvm-sandbox/kvm-run --retries 2 -- sh -c '
     ctest --test-dir build/release -L kvm --output-on-failure &&
     ctest --test-dir build/release -L e2e --output-on-failure &&
     bench/net_compare.py --quick --build build/release &&
-    bench/migration_compare.py --quick --build build/release'
+    bench/migration_compare.py --quick --build build/release &&
+    bench/cluster_compare.py --quick --build build/release'
 
 echo "== benchmark smoke runs: block engine beside fio, migration engine beside TCP, hwprobe, placement, controller API"
 bench/block_compare.py --quick --build build/release

@@ -136,7 +136,12 @@ nlohmann::json Service::evacuate_vm(const store::Vm& vm, const std::string& host
         }
         const auto claimed = begin_migration(vm.id, "");
         move["to"] = store_->get_host(claimed.migration_host_id).name;
-        run_migrate(vm.id, [](int) {});
+        const auto migrated = run_migrate(vm.id, [](int) {});
+        for (const char* figure : {"downtime_ms", "total_ms"}) {
+            if (migrated.contains(figure)) {
+                move[figure] = migrated[figure];
+            }
+        }
         move["ok"] = true;
         spdlog::info("evacuation: vm {} moved from {} to {}", vm.name, move["from"].get<std::string>(),
                      move["to"].get<std::string>());

@@ -377,12 +377,20 @@ nlohmann::json Service::run_migrate(const std::string& vm_id, const OperationRun
                              200);
         }
         progress(20);
-        call_agent(vm.host_id, "POST", "/agent/v1/vms/" + vm_id + "/migrate",
-                   api::AgentMigrate{.uri = incoming["uri"].get<std::string>()}.to_json());
+        const auto migrated =
+            call_agent(vm.host_id, "POST", "/agent/v1/vms/" + vm_id + "/migrate",
+                       api::AgentMigrate{.uri = incoming["uri"].get<std::string>()}.to_json());
         auto moved = store_->finish_migration(vm_id, true);
         moved = store_->update_vm(vm_id, [](store::Vm& record) { record.state = store::VmState::running; });
         placement_->sync_vm(moved);
-        return {{"vm_id", vm_id}, {"from_host_id", vm.host_id}, {"to_host_id", moved.host_id}};
+        nlohmann::json result{{"vm_id", vm_id}, {"from_host_id", vm.host_id}, {"to_host_id", moved.host_id}};
+        // The source vmm's own figures, what a user of live migration looks at first.
+        for (const char* figure : {"downtime_ms", "total_ms", "bytes"}) {
+            if (migrated.contains(figure) && migrated[figure].is_number()) {
+                result[figure] = migrated[figure];
+            }
+        }
+        return result;
     } catch (...) {
         // The source VM still runs: drop the target's claim and whatever the target prepared.
         try {
