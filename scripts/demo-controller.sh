@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The controller's part of the main job, on loopback: this host's inventory
 # (hwprobe), then vimd with a fresh SQLite store, driven through vimctl.
-# Host agents (hostd) are the next step; until they register, no VM is placed.
+# (scripts/demo-cluster.py shows the controller with host agents and guests.)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-$root/build/release}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: builds the project, boots Debian's kernel in our vmm and
-# drives it over its control socket, then measures the cost of a VM exit
-# (natively on a hardware-KVM host, otherwise inside the QEMU/TCG sandbox);
-# then this host's inventory and the controller, on loopback.
+# drives it over its control socket, runs a small cloud (vimd, two hostd in
+# network namespaces, two VMs, a live migration, a host evacuated), then
+# measures the cost of a VM exit (natively on a hardware-KVM host, otherwise
+# inside the QEMU/TCG sandbox); then this host's inventory and the
+# controller, on loopback.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
