@@ -158,8 +158,8 @@ HostHeartbeat HostHeartbeat::from_json(const nlohmann::json& body) {
         if (!pids.insert(process.pid).second) {
             throw ValidationError(item.field("pid"), std::to_string(process.pid) + " is listed twice");
         }
-        process.command = item.string("command", 4096);
-        process.api_socket = item.optional_string("api_socket", 1024).value_or("");
+        process.command = item.string("command", kMaxCommandLength);
+        process.api_socket = item.optional_string("api_socket", kMaxSocketPathLength).value_or("");
         item.finish();
         heartbeat.unmanaged.push_back(std::move(process));
     }

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "controller/api/types.h"
+
 namespace vim::controller::hostd {
 namespace {
 
@@ -60,6 +62,13 @@ std::vector<KvmProcess> find_kvm_processes(const std::filesystem::path& kvm_devi
             } else if (arguments[i].starts_with("--api-socket=")) {
                 process.api_socket = arguments[i].substr(13);
             }
+        }
+        // What the controller takes: a longer command line is cut, a longer socket path is no use.
+        if (process.command.size() > api::kMaxCommandLength) {
+            process.command.resize(api::kMaxCommandLength);
+        }
+        if (process.api_socket.size() > api::kMaxSocketPathLength) {
+            process.api_socket.clear();
         }
         found.push_back(std::move(process));
     }

@@ -55,6 +55,8 @@ struct HostRegistration {
 inline constexpr std::size_t kMaxHeartbeatItems = 4096;  // of vms, and of unmanaged, per heartbeat
 inline constexpr std::size_t kMaxFigures = 64;           // per VM
 inline constexpr std::uint64_t kMaxPid = 1ull << 22;     // the kernel's highest pid_max
+inline constexpr std::size_t kMaxCommandLength = 4096;   // of an unmanaged process's command line
+inline constexpr std::size_t kMaxSocketPathLength = 1024;
 
 // POST /v1/hosts/{name}/heartbeat: the host's metrics, the VMs its agent manages, and the KVM processes
 // on it that the agent did not start.
