@@ -33,7 +33,6 @@ tests/guest/build-debian-image.sh
 tests/kvm-sandbox/kvm-run --retries 2 -- sh -c '
     ctest --test-dir build/sanitize -L netns --output-on-failure &&
     ctest --test-dir build/release -L kvm --output-on-failure &&
-    ctest --test-dir build/release -L e2e --output-on-failure &&
     bench/net_compare.py --quick --build build/release &&
     bench/migration_compare.py --quick --build build/release &&
     bench/cluster_compare.py --quick --build build/release'

@@ -114,8 +114,17 @@ json VmManager::migrate(const std::string& id, const api::AgentMigrate& request)
     const std::string failure = "migration of vm " + id + ": ";
     json status;
     try {
-        const json started =
+        json started =
             vmm::control::send_command(socket, {{"cmd", "migrate"}, {"uri", request.uri}}, kControlTimeout);
+        // This agent's own dirty-rate measurement (a second at most) holds the dirty log: wait it out.
+        for (int wait = 0;
+             wait < 50 && !started.value("ok", false) &&
+             started.value("error", "").find("dirty-rate measurement is running") != std::string::npos;
+             ++wait) {
+            std::this_thread::sleep_for(kMigrationPoll);
+            started = vmm::control::send_command(socket, {{"cmd", "migrate"}, {"uri", request.uri}},
+                                                 kControlTimeout);
+        }
         if (!started.value("ok", false)) {
             throw AgentError(502, failure + started.value("error", "refused"));
         }
