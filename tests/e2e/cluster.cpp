@@ -19,13 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string read_file(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
 std::string joined(const std::vector<std::string>& arguments) {
     std::string text;
     for (const auto& argument : arguments) {
@@ -64,19 +57,14 @@ void must(const std::vector<std::string>& arguments) {
     }
 }
 
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) {
-            return true;
-        }
-        std::this_thread::sleep_for(100ms);
-    }
-    return condition();
-}
-
 }  // namespace
+
+std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
 
 Process::Process(const std::vector<std::string>& arguments, const std::filesystem::path& output) {
     const std::string out = output.string();

@@ -15,9 +15,26 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace vim::testing {
+
+// Whether condition() holds within timeout, asked every 100 ms.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return condition();
+}
+
+// A file's whole content, "" when it cannot be read.
+std::string read_file(const std::filesystem::path& path);
 
 // A child process whose output goes to a file.
 class Process {

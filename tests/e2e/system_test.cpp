@@ -21,27 +21,10 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 using vim::testing::Cluster;
+using vim::testing::eventually;
+using vim::testing::read_file;
 
 constexpr auto kBootTimeout = 180s;
-
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) {
-            return true;
-        }
-        std::this_thread::sleep_for(250ms);
-    }
-    return condition();
-}
-
-std::string read_file(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 struct DirtierLine {
     long count = -1;
